@@ -1,0 +1,127 @@
+"""What a run writes beside its checkpoints: metrics JSONL, TensorBoard, configs, progress.
+
+Run dir layout (all written by process 0 only):
+  metrics.jsonl        one JSON object per logged step (train and eval lines, `"kind"` says which)
+  tb/                  TensorBoard event files (train/ and eval/ scalars)
+  operative_config.gin gin's operative config after the run started
+  experiment.json      the resolved experiment macros and what was skipped
+  model_config.json    the student's T5Config (so `dsbs.evaluate` needs only --checkpoint)
+  provenance.json      task names, split sizes, data dir, package versions
+  checkpoints/         see dsbs.checkpointing
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Any
+
+from dsbs.data import io
+
+
+class RunLog:
+  """Appends metrics to JSONL and TensorBoard; shows a tqdm bar with step rate, tokens/s, ETA."""
+
+  def __init__(self, run_dir: str, *, start_step: int, total_steps: int, enabled: bool = True,
+               tensorboard: bool = True, progress: bool = True):
+    self.run_dir = run_dir
+    self.enabled = enabled
+    self._tb = None
+    self._use_tb = tensorboard and enabled
+    self._bar = None
+    if enabled:
+      io.makedirs(run_dir)
+      self._jsonl = io.open_text(os.path.join(run_dir, "metrics.jsonl"), "a")
+      if progress:
+        import tqdm  # pylint: disable=g-import-not-at-top
+        self._bar = tqdm.tqdm(total=total_steps, initial=start_step, desc="train",
+                              unit="step", dynamic_ncols=True, file=sys.stderr,
+                              mininterval=2.0)
+    self._last = (start_step, time.perf_counter())
+
+  def rates(self, step: int, tokens: float) -> dict[str, float]:
+    """steps/s and tokens/s since the previous call (wall clock, includes input and logging)."""
+    last_step, last_t = self._last
+    now = time.perf_counter()
+    dt = max(now - last_t, 1e-9)
+    self._last = (step, now)
+    return {"steps_per_s": (step - last_step) / dt, "tokens_per_s": tokens / dt}
+
+  def write(self, step: int, kind: str, scalars: dict[str, float]) -> None:
+    """Logs `scalars` at `step` under `kind` ("train" or "eval")."""
+    if not self.enabled:
+      return
+    row = {"step": int(step), "kind": kind}
+    row.update({k: _jsonable(v) for k, v in scalars.items()})
+    self._jsonl.write(json.dumps(row) + "\n")
+    self._jsonl.flush()
+    if self._use_tb:
+      self._tensorboard(step, kind, scalars)
+    if self._bar is not None and kind == "train":
+      self._bar.set_postfix({k: f"{scalars[k]:.4g}" for k in ("loss", "tokens_per_s")
+                             if k in scalars}, refresh=False)
+
+  def advance(self, step: int) -> None:
+    if self._bar is not None:
+      self._bar.update(step - self._bar.n)
+
+  def _tensorboard(self, step: int, kind: str, scalars: dict[str, float]) -> None:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    if self._tb is None:
+      self._tb = {}
+    if kind not in self._tb:
+      self._tb[kind] = tf.summary.create_file_writer(os.path.join(self.run_dir, "tb", kind))
+    with self._tb[kind].as_default():
+      for k, v in scalars.items():
+        if isinstance(v, (int, float)) and math.isfinite(v):
+          tf.summary.scalar(k, v, step=step)
+    self._tb[kind].flush()
+
+  def close(self) -> None:
+    if not self.enabled:
+      return
+    if self._bar is not None:
+      self._bar.close()
+    self._jsonl.close()
+    for w in (self._tb or {}).values():
+      w.close()
+
+
+def _jsonable(v: Any) -> Any:
+  if hasattr(v, "item"):
+    v = v.item()
+  if isinstance(v, float) and not math.isfinite(v):
+    return str(v)  # JSON has no NaN/Inf; keep it visible rather than dropping the row
+  return v
+
+
+def write_json(run_dir: str, name: str, obj: Any) -> None:
+  with io.atomic_write_text(os.path.join(run_dir, name)) as f:
+    json.dump(obj, f, indent=2, sort_keys=True, default=str)
+    f.write("\n")
+
+
+def write_text(run_dir: str, name: str, text: str) -> None:
+  with io.atomic_write_text(os.path.join(run_dir, name)) as f:
+    f.write(text)
+
+
+def read_json(path: str) -> Any:
+  with io.open_text(path) as f:
+    return json.load(f)
+
+
+def versions() -> dict[str, str]:
+  """Versions of the packages that decide numerics and data, for provenance."""
+  out = {"python": sys.version.split()[0]}
+  for name in ("jax", "flax", "optax", "orbax.checkpoint", "seqio", "tensorflow", "dsbs"):
+    mod = sys.modules.get(name)
+    if mod is None:
+      try:
+        mod = __import__(name, fromlist=["__version__"])
+      except ImportError:
+        continue
+    out[name] = str(getattr(mod, "__version__", "?"))
+  return out
