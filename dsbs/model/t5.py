@@ -1,0 +1,497 @@
+"""Flax linen T5 encoder-decoder whose parameter tree and logical axes match T5X's T5 1.1 network.
+
+Parameter names and logical axis names are those of `t5x/examples/t5/network.py`, so a T5X
+checkpoint's `target` tree loads as it is, and partitioning rules written for T5X apply
+unchanged (see dsbs/model/partitioning.py). Numerics follow the T5 papers and HuggingFace's
+`T5ForConditionalGeneration`: no 1/sqrt(head_dim) scaling at run time (it lives in the query
+initialiser), RMS layer norm without bias, bucketed relative position biases shared by all
+layers of a stack, tied logits scaled by emb_dim**-0.5 for the original T5.
+
+Parameters are float32 and boxed with logical axis names (`nn.get_partition_spec` reads them);
+computation runs in `config.dtype`; logits are float32.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+from jax import lax
+
+from dsbs.model.config import T5Config
+
+Array = jax.Array
+Initializer = Callable[..., Array]
+
+NEG_INF = -1e10  # large negative bias for masked attention logits (exp underflows to 0 in f32)
+
+default_kernel_init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+
+
+def _constrain(x: Array, axes: tuple[str, ...]) -> Array:
+  """Shards an activation by logical names; a no-op outside a mesh with logical rules."""
+  return nn.with_logical_constraint(x, axes)
+
+
+def _act(name: str) -> Callable[[Array], Array]:
+  return {
+      "relu": nn.relu,
+      "gelu": functools.partial(nn.gelu, approximate=True),
+      "gelu_exact": functools.partial(nn.gelu, approximate=False),
+      "silu": nn.silu,
+      "linear": lambda x: x,
+  }[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers
+# ---------------------------------------------------------------------------------------------
+
+
+class DenseGeneral(nn.Module):
+  """Dense layer over several input and output axes, with a flattened 2-D kernel as in T5X.
+
+  The stored kernel is (prod(input axes), prod(features)); e.g. attention query kernels are
+  (embed, heads*head_dim) with logical axes ('embed', 'joined_kv').
+  """
+  features: int | tuple[int, ...]
+  kernel_axes: tuple[str, str]
+  axis: int | tuple[int, ...] = -1
+  dtype: Any = jnp.float32
+  kernel_init: Initializer = default_kernel_init
+
+  @nn.compact
+  def __call__(self, inputs: Array) -> Array:
+    features = (self.features,) if isinstance(self.features, int) else tuple(self.features)
+    axis = (self.axis,) if isinstance(self.axis, int) else tuple(self.axis)
+    axis = tuple(a % inputs.ndim for a in axis)
+    in_shape = tuple(inputs.shape[a] for a in axis)
+    kernel = self.param(
+        "kernel", nn.with_logical_partitioning(self.kernel_init, self.kernel_axes),
+        (int(np.prod(in_shape)), int(np.prod(features))), jnp.float32)
+    kernel = jnp.asarray(kernel, self.dtype).reshape(in_shape + features)
+    inputs = jnp.asarray(inputs, self.dtype)
+    contract = (axis, tuple(range(len(axis))))
+    return lax.dot_general(inputs, kernel, (contract, ((), ())))
+
+
+class LayerNorm(nn.Module):
+  """T5 layer norm: RMS scaling only (no mean subtraction, no bias), statistics in float32."""
+  epsilon: float = 1e-6
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                       (x.shape[-1],), jnp.float32)
+    x32 = jnp.asarray(x, jnp.float32)
+    var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+    y = jnp.asarray(x32 * lax.rsqrt(var + self.epsilon), self.dtype)
+    return y * jnp.asarray(scale, self.dtype)
+
+
+class Embed(nn.Module):
+  """Token embedding table ('vocab', 'embed'), also used as the tied output head."""
+  num_embeddings: int
+  features: int
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.embedding = self.param(
+        "embedding", nn.with_logical_partitioning(nn.initializers.normal(stddev=1.0),
+                                                  ("vocab", "embed")),
+        (self.num_embeddings, self.features), jnp.float32)
+
+  def __call__(self, tokens: Array) -> Array:
+    if not jnp.issubdtype(tokens.dtype, jnp.integer):
+      raise ValueError(f"Embed expects integer token ids, got {tokens.dtype}")
+    return jnp.take(jnp.asarray(self.embedding, self.dtype), tokens, axis=0)
+
+  def attend(self, query: Array) -> Array:
+    """Logits against the embedding table, in float32."""
+    return jnp.dot(jnp.asarray(query, jnp.float32), jnp.asarray(self.embedding, jnp.float32).T)
+
+
+def relative_position_buckets(query_len: int, key_len: int, bidirectional: bool,
+                              num_buckets: int, max_distance: int,
+                              query_offset: int = 0) -> np.ndarray:
+  """T5's bucketed relative positions, [query_len, key_len] int32, computed on the host.
+
+  Exact for |distance| < num_buckets/2 (per direction), logarithmic up to max_distance. The
+  float32 arithmetic mirrors HuggingFace's so that bucket boundaries agree bit for bit.
+  """
+  q = np.arange(query_len, dtype=np.int64)[:, None] + query_offset
+  k = np.arange(key_len, dtype=np.int64)[None, :]
+  rel = k - q  # memory position - query position
+  buckets = np.zeros_like(rel)
+  if bidirectional:
+    num_buckets //= 2
+    buckets += (rel > 0).astype(np.int64) * num_buckets
+    rel = np.abs(rel)
+  else:
+    rel = -np.minimum(rel, 0)
+  max_exact = num_buckets // 2
+  is_small = rel < max_exact
+  with np.errstate(divide="ignore"):
+    large = (np.log(rel.astype(np.float32) / np.float32(max_exact))
+             / np.float32(math.log(max_distance / max_exact))
+             * np.float32(num_buckets - max_exact))
+  large = np.where(is_small, 0, large).astype(np.int64) + max_exact
+  large = np.minimum(large, num_buckets - 1)
+  buckets += np.where(is_small, rel, large)
+  return buckets.astype(np.int32)
+
+
+class RelativePositionBiases(nn.Module):
+  """Per-head learned biases over relative-position buckets: rel_embedding ('heads', 'relpos_buckets')."""
+  num_buckets: int
+  max_distance: int
+  num_heads: int
+  dtype: Any = jnp.float32
+  embedding_init: Initializer = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
+
+  @nn.compact
+  def __call__(self, query_len: int, key_len: int, bidirectional: bool = True) -> Array:
+    """Returns [1, heads, query_len, key_len] biases."""
+    table = self.param(
+        "rel_embedding",
+        nn.with_logical_partitioning(self.embedding_init, ("heads", "relpos_buckets")),
+        (self.num_heads, self.num_buckets), jnp.float32)
+    buckets = relative_position_buckets(query_len, key_len, bidirectional, self.num_buckets,
+                                        self.max_distance)
+    values = jnp.take(jnp.asarray(table, self.dtype), jnp.asarray(buckets), axis=1)
+    return values[None]
+
+
+class MultiHeadDotProductAttention(nn.Module):
+  """T5 attention: no logit scaling at run time; optional KV cache for incremental decoding."""
+  num_heads: int
+  head_dim: int
+  dtype: Any = jnp.float32
+  dropout_rate: float = 0.0
+  float32_logits: bool = True
+  kernel_init: Initializer = default_kernel_init
+
+  @nn.compact
+  def __call__(self, inputs_q: Array, inputs_kv: Array, mask: Array | None = None,
+               bias: Array | None = None, *, decode: bool = False,
+               deterministic: bool = True) -> Array:
+    depth_scaling = jnp.sqrt(self.head_dim).astype(jnp.float32)
+    query_init = lambda *args: self.kernel_init(*args) / depth_scaling  # pylint: disable=unnecessary-lambda-assignment
+    proj = functools.partial(DenseGeneral, features=(self.num_heads, self.head_dim), axis=-1,
+                             kernel_axes=("embed", "joined_kv"), dtype=self.dtype)
+    query = proj(kernel_init=query_init, name="query")(inputs_q)
+    key = proj(kernel_init=self.kernel_init, name="key")(inputs_kv)
+    value = proj(kernel_init=self.kernel_init, name="value")(inputs_kv)
+    query = _constrain(query, ("batch", "length", "heads", "kv"))
+    key = _constrain(key, ("batch", "length", "heads", "kv"))
+    value = _constrain(value, ("batch", "length", "heads", "kv"))
+
+    if decode:
+      # The first call (while the cache does not exist yet) only sizes the cache from the full
+      # decoder length; later calls write one position at a time.
+      is_initialized = self.has_variable("cache", "cached_key")
+      cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+      cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+      cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+      if is_initialized:
+        batch, max_len, heads, head_dim = cached_key.value.shape
+        if query.shape[1] != 1:
+          raise ValueError(f"decode=True expects one new token per step, got {query.shape[1]}")
+        if key.shape != (batch, 1, heads, head_dim):
+          raise ValueError(f"KV cache shape {cached_key.value.shape} does not fit step {key.shape}")
+        cur = cache_index.value
+        key = lax.dynamic_update_slice(cached_key.value, key, (0, cur, 0, 0))
+        value = lax.dynamic_update_slice(cached_value.value, value, (0, cur, 0, 0))
+        cached_key.value, cached_value.value = key, value
+        cache_index.value = cur + 1
+        step_mask = (jnp.arange(max_len) <= cur)[None, None, None, :]
+        step_mask = jnp.broadcast_to(step_mask, (batch, 1, 1, max_len))
+        mask = step_mask if mask is None else jnp.logical_and(mask, step_mask)
+        if bias is not None:
+          bias = lax.dynamic_slice_in_dim(bias, cur, 1, axis=-2)
+
+    if self.float32_logits:
+      query, key = query.astype(jnp.float32), key.astype(jnp.float32)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key)
+    if bias is not None:
+      logits = logits + bias.astype(logits.dtype)
+    if mask is not None:
+      logits = jnp.where(mask, logits, jnp.asarray(NEG_INF, logits.dtype))
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+    if not deterministic and self.dropout_rate > 0.0:
+      weights = nn.Dropout(rate=self.dropout_rate)(weights, deterministic=False)
+    out = jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(self.dtype))
+    out = _constrain(out, ("batch", "length", "heads", "kv"))
+    return DenseGeneral(features=inputs_q.shape[-1], axis=(-2, -1),
+                        kernel_axes=("joined_kv", "embed"), kernel_init=self.kernel_init,
+                        dtype=self.dtype, name="out")(out)
+
+
+class MlpBlock(nn.Module):
+  """Feed-forward block; gated when several activations are given (wi_0 * wi_1 -> wo)."""
+  intermediate_dim: int
+  activations: Sequence[str] = ("relu",)
+  dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
+  kernel_init: Initializer = default_kernel_init
+
+  @nn.compact
+  def __call__(self, inputs: Array, deterministic: bool = True) -> Array:
+    hidden = None
+    for idx, act in enumerate(self.activations):
+      name = "wi" if len(self.activations) == 1 else f"wi_{idx}"
+      h = DenseGeneral(self.intermediate_dim, kernel_axes=("embed", "mlp"), dtype=self.dtype,
+                       kernel_init=self.kernel_init, name=name)(inputs)
+      h = _act(act)(h)
+      hidden = h if hidden is None else hidden * h
+    hidden = nn.Dropout(rate=self.dropout_rate, broadcast_dims=(-2,))(
+        hidden, deterministic=deterministic)
+    hidden = _constrain(hidden, ("batch", "length", "mlp"))
+    return DenseGeneral(inputs.shape[-1], kernel_axes=("mlp", "embed"), dtype=self.dtype,
+                        kernel_init=self.kernel_init, name="wo")(hidden)
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks
+# ---------------------------------------------------------------------------------------------
+
+
+def make_attention_mask(query_valid: Array, key_valid: Array,
+                        query_segments: Array | None = None,
+                        key_segments: Array | None = None) -> Array:
+  """[batch, 1, q, k] boolean mask: both positions real and (when packed) in the same segment."""
+  mask = jnp.logical_and(query_valid[:, :, None], key_valid[:, None, :])
+  if query_segments is not None:
+    mask = jnp.logical_and(mask, query_segments[:, :, None] == key_segments[:, None, :])
+  return mask[:, None]
+
+
+def make_decoder_mask(decoder_target_tokens: Array, segment_ids: Array | None = None) -> Array:
+  """Causal self-attention mask over non-padding decoder positions (packing aware)."""
+  valid = decoder_target_tokens > 0
+  mask = make_attention_mask(valid, valid, segment_ids, segment_ids)
+  length = decoder_target_tokens.shape[-1]
+  causal = jnp.tril(jnp.ones((length, length), bool))
+  return jnp.logical_and(mask, causal[None, None])
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoder and decoder stacks
+# ---------------------------------------------------------------------------------------------
+
+
+def _remat(layer_cls: type[nn.Module], policy: str | None) -> type[nn.Module]:
+  if policy in (None, "none"):
+    return layer_cls
+  jax_policy = {
+      "full": None,
+      "minimal": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+      "dots_saveable": jax.checkpoint_policies.dots_saveable,
+  }[policy]
+  return nn.remat(layer_cls, policy=jax_policy, prevent_cse=False)
+
+
+class EncoderLayer(nn.Module):
+  """Pre-norm self-attention + MLP block with residuals."""
+  config: T5Config
+  deterministic: bool = True
+  scanned: bool = False  # under nn.scan: return (carry, None)
+
+  @nn.compact
+  def __call__(self, inputs: Array, mask: Array, bias: Array) -> Array | tuple[Array, None]:
+    cfg, det = self.config, self.deterministic
+    dtype = jnp.dtype(cfg.dtype)
+    drop = functools.partial(nn.Dropout, rate=cfg.dropout_rate, broadcast_dims=(-2,))
+    x = LayerNorm(cfg.layer_norm_epsilon, dtype, name="pre_attention_layer_norm")(inputs)
+    x = MultiHeadDotProductAttention(cfg.num_heads, cfg.head_dim, dtype, cfg.dropout_rate,
+                                     cfg.float32_attention_logits, name="attention")(
+                                         x, x, mask, bias, deterministic=det)
+    x = drop()(x, deterministic=det) + inputs
+    x = _constrain(x, ("batch", "length", "embed"))
+    y = LayerNorm(cfg.layer_norm_epsilon, dtype, name="pre_mlp_layer_norm")(x)
+    y = MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dropout_rate, dtype, name="mlp")(y, det)
+    y = drop()(y, deterministic=det) + x
+    y = _constrain(y, ("batch", "length", "embed"))
+    return (y, None) if self.scanned else y
+
+
+class DecoderLayer(nn.Module):
+  """Pre-norm causal self-attention, encoder-decoder attention and MLP, with residuals."""
+  config: T5Config
+  deterministic: bool = True
+  decode: bool = False
+  scanned: bool = False  # under nn.scan: return (carry, None)
+
+  @nn.compact
+  def __call__(self, inputs: Array, encoded: Array, self_mask: Array | None,
+               cross_mask: Array | None, bias: Array) -> Array | tuple[Array, None]:
+    cfg, det = self.config, self.deterministic
+    dtype = jnp.dtype(cfg.dtype)
+    drop = functools.partial(nn.Dropout, rate=cfg.dropout_rate, broadcast_dims=(-2,))
+    attn = functools.partial(MultiHeadDotProductAttention, cfg.num_heads, cfg.head_dim, dtype,
+                             cfg.dropout_rate, cfg.float32_attention_logits)
+    x = LayerNorm(cfg.layer_norm_epsilon, dtype, name="pre_self_attention_layer_norm")(inputs)
+    x = attn(name="self_attention")(x, x, self_mask, bias, decode=self.decode, deterministic=det)
+    x = drop()(x, deterministic=det) + inputs
+    x = _constrain(x, ("batch", "length", "embed"))
+    y = LayerNorm(cfg.layer_norm_epsilon, dtype, name="pre_cross_attention_layer_norm")(x)
+    y = attn(name="encoder_decoder_attention")(y, encoded, cross_mask, None, deterministic=det)
+    y = drop()(y, deterministic=det) + x
+    y = _constrain(y, ("batch", "length", "embed"))
+    z = LayerNorm(cfg.layer_norm_epsilon, dtype, name="pre_mlp_layer_norm")(y)
+    z = MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dropout_rate, dtype, name="mlp")(z, det)
+    z = drop()(z, deterministic=det) + y
+    z = _constrain(z, ("batch", "length", "embed"))
+    return (z, None) if self.scanned else z
+
+
+def _scanned(cls: type[nn.Module], policy: str | None, num_layers: int,
+             num_broadcast: int) -> type[nn.Module]:
+  """Stacks `num_layers` copies of `cls` along a leading 'layers' parameter axis (as T5X's
+  scalable_t5: params `encoder/layers/attention/query/kernel` of shape [layers, ...])."""
+  return nn.scan(_remat(cls, policy), variable_axes={"params": 0, "cache": 0},
+                 split_rngs={"params": True, "dropout": True},
+                 in_axes=(nn.broadcast,) * num_broadcast, length=num_layers,
+                 metadata_params={nn.PARTITION_NAME: "layers"})
+
+
+class Encoder(nn.Module):
+  """Token embedding (shared) -> layers_0..N-1 -> encoder_norm."""
+  config: T5Config
+  shared_embedding: nn.Module
+
+  @nn.compact
+  def __call__(self, tokens: Array, mask: Array, deterministic: bool = True) -> Array:
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    relpos = RelativePositionBiases(cfg.relative_attention_num_buckets,
+                                    cfg.relative_attention_max_distance, cfg.num_heads, dtype,
+                                    name="relpos_bias")
+    length = tokens.shape[-1]
+    bias = relpos(length, length, True)
+    x = self.shared_embedding(tokens.astype(jnp.int32))
+    x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
+    x = _constrain(x.astype(dtype), ("batch", "length", "embed"))
+    if cfg.scan_layers:
+      stack = _scanned(EncoderLayer, cfg.remat_policy, cfg.num_encoder_layers, 2)
+      x, _ = stack(cfg, deterministic, scanned=True, name="layers")(x, mask, bias)
+    else:
+      layer_cls = _remat(EncoderLayer, cfg.remat_policy)
+      for i in range(cfg.num_encoder_layers):
+        x = layer_cls(cfg, deterministic, name=f"layers_{i}")(x, mask, bias)
+    x = LayerNorm(cfg.layer_norm_epsilon, dtype, name="encoder_norm")(x)
+    return nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
+
+
+class Decoder(nn.Module):
+  """Token embedding (shared) -> layers_0..N-1 -> decoder_norm -> logits (float32)."""
+  config: T5Config
+  shared_embedding: nn.Module
+
+  @nn.compact
+  def __call__(self, encoded: Array, tokens: Array, self_mask: Array | None,
+               cross_mask: Array | None, deterministic: bool = True, decode: bool = False,
+               max_decode_length: int | None = None) -> Array:
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    relpos = RelativePositionBiases(cfg.relative_attention_num_buckets,
+                                    cfg.relative_attention_max_distance, cfg.num_heads, dtype,
+                                    name="relpos_bias")
+    length = max_decode_length if (decode and max_decode_length) else tokens.shape[-1]
+    bias = relpos(length, length, False)
+    y = self.shared_embedding(tokens.astype(jnp.int32))
+    y = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(y, deterministic=deterministic)
+    y = _constrain(y.astype(dtype), ("batch", "length", "embed"))
+    if cfg.scan_layers:
+      stack = _scanned(DecoderLayer, cfg.remat_policy, cfg.num_decoder_layers, 4)
+      y, _ = stack(cfg, deterministic, decode, scanned=True, name="layers")(
+          y, encoded, self_mask, cross_mask, bias)
+    else:
+      layer_cls = _remat(DecoderLayer, cfg.remat_policy)
+      for i in range(cfg.num_decoder_layers):
+        y = layer_cls(cfg, deterministic, decode, name=f"layers_{i}")(
+            y, encoded, self_mask, cross_mask, bias)
+    y = LayerNorm(cfg.layer_norm_epsilon, dtype, name="decoder_norm")(y)
+    y = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(y, deterministic=deterministic)
+    if cfg.logits_via_embedding:
+      logits = self.shared_embedding.attend(y) / jnp.sqrt(jnp.float32(y.shape[-1]))
+    else:
+      logits = DenseGeneral(cfg.vocab_size, kernel_axes=("embed", "vocab"), dtype=jnp.float32,
+                            name="logits_dense")(y)
+    return _constrain(logits, ("batch", "length", "vocab"))
+
+
+class Transformer(nn.Module):
+  """The T5 encoder-decoder. `__call__`, `encode`, `decode` have T5X's signatures.
+
+  Token id 0 is padding: masks come from `tokens > 0` and, when packing, from segment ids.
+  `encoder_positions` / `decoder_positions` are accepted for T5X compatibility; T5's relative
+  position biases depend only on offsets, so packed segments need no explicit positions.
+  """
+  config: T5Config
+
+  def setup(self):
+    cfg = self.config
+    self.token_embedder = Embed(cfg.vocab_size, cfg.emb_dim, dtype=jnp.dtype(cfg.dtype))
+    self.encoder = Encoder(cfg, self.token_embedder)
+    self.decoder = Decoder(cfg, self.token_embedder)
+
+  def encode(self, encoder_input_tokens: Array, encoder_segment_ids: Array | None = None,
+             enable_dropout: bool = True) -> Array:
+    """[batch, in_len] token ids -> [batch, in_len, emb_dim] encodings."""
+    valid = encoder_input_tokens > 0
+    mask = make_attention_mask(valid, valid, encoder_segment_ids, encoder_segment_ids)
+    return self.encoder(encoder_input_tokens, mask, deterministic=not enable_dropout)
+
+  def decode(self, encoded: Array, encoder_input_tokens: Array, decoder_input_tokens: Array,
+             decoder_target_tokens: Array, encoder_segment_ids: Array | None = None,
+             decoder_segment_ids: Array | None = None, decoder_positions: Array | None = None,
+             enable_dropout: bool = True, decode: bool = False,
+             max_decode_length: int | None = None) -> Array:
+    """Decoder logits [batch, len, vocab] in float32; with decode=True, one step on the cache."""
+    del decoder_positions  # relative position biases need none
+    enc_valid = encoder_input_tokens > 0
+    if decode:
+      self_mask = None  # the KV cache masks positions beyond the current step
+      dec_valid = jnp.ones(decoder_input_tokens.shape, bool)
+      cross_mask = make_attention_mask(dec_valid, enc_valid)
+    else:
+      self_mask = make_decoder_mask(decoder_target_tokens, decoder_segment_ids)
+      cross_mask = make_attention_mask(decoder_target_tokens > 0, enc_valid,
+                                       decoder_segment_ids, encoder_segment_ids)
+    return self.decoder(encoded, decoder_input_tokens, self_mask, cross_mask,
+                        deterministic=not enable_dropout, decode=decode,
+                        max_decode_length=max_decode_length)
+
+  def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
+               decoder_target_tokens: Array, encoder_segment_ids: Array | None = None,
+               decoder_segment_ids: Array | None = None, encoder_positions: Array | None = None,
+               decoder_positions: Array | None = None, *, enable_dropout: bool = True,
+               decode: bool = False, max_decode_length: int | None = None) -> Array:
+    """Teacher-forced logits [batch, target_len, vocab], float32."""
+    del encoder_positions
+    encoded = self.encode(encoder_input_tokens, encoder_segment_ids, enable_dropout)
+    return self.decode(encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
+                       encoder_segment_ids, decoder_segment_ids, decoder_positions,
+                       enable_dropout=enable_dropout, decode=decode,
+                       max_decode_length=max_decode_length)
+
+
+def init_params(config: T5Config, rng: Array, input_len: int = 8, target_len: int = 8,
+                batch: int = 1) -> Any:
+  """Initialises the boxed ('params' collection) parameters; wrap in jax.eval_shape for shapes."""
+  model = Transformer(config)
+  enc = jnp.ones((batch, input_len), jnp.int32)
+  dec = jnp.ones((batch, target_len), jnp.int32)
+  return model.init({"params": rng}, enc, dec, dec, enable_dropout=False)["params"]
+
+
+def shift_right(targets: Array, bos_id: int = 0) -> Array:
+  """Decoder inputs from targets: prepend `bos_id` (T5 uses pad = 0) and drop the last token."""
+  shifted = jnp.pad(targets, [(0, 0)] * (targets.ndim - 1) + [(1, 0)], constant_values=bos_id)
+  return shifted[..., :-1]
