@@ -20,9 +20,9 @@ import re
 from typing import Any
 
 from dsbs.data import benchmarks, io
+from dsbs.data.datadir import RELEASE_URL
 from dsbs.data.record import NO_TEACHER, Example, RecordError
 
-RELEASE_URL = "https://github.com/google-research/distilling-step-by-step/raw/main/datasets.zip"
 VALIDATION_FRACTION = 0.1
 VALIDATION_SALT = "dsbs-validation-v1"
 
