@@ -1,0 +1,349 @@
+"""A teacher run: prompt an endpoint for every input, cache, vote, filter, write records.
+
+    inputs ─► render prompt ─► sample keys ─► cache hit? ─no─► request ─► commit to cache
+                                                  └─yes──────────────────────┐
+    <split>.jsonl ◄─ filters ◄─ majority vote ◄─ parse every sample ◄────────┘
+
+Every response is committed to the cache the moment it arrives, so a killed run loses at most
+the requests in flight, and the same command resumes it; an identical rerun sends nothing.
+Outputs are rebuilt from the cache at the end of every run, so they never hold a half run.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import sys
+import time
+from typing import Any, Iterator, Sequence
+
+from dsbs.data import io
+from dsbs.data import record
+from dsbs.data.record import Example
+from dsbs.teacher import cache as cache_lib
+from dsbs.teacher import client as client_lib
+from dsbs.teacher import filters as filters_lib
+from dsbs.teacher import prompts as prompts_lib
+from dsbs.teacher import provenance
+from dsbs.teacher import vote as vote_lib
+
+REPEAT = "repeat"
+N_PARAM = "n"
+SAMPLE_MODES = (REPEAT, N_PARAM)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+  """Decoding parameters; all of them are part of every sample's cache key.
+
+  Attributes:
+    num_samples: samples per input (self-consistency when > 1).
+    temperature, max_tokens, top_p: as in the OpenAI API (top_p None: server default).
+    seed: base seed or None; in `repeat` mode sample i is requested with seed + i.
+    sample_mode: `repeat` (one request per sample; works everywhere) or `n` (one request with
+      the `n` parameter; any samples a server leaves out are requested again).
+    stop: stop sequences, or None for the prompt's own.
+    extra_body: extra JSON fields for the request (e.g. {"top_k": 40}).
+  """
+
+  num_samples: int = 1
+  temperature: float = 0.0
+  max_tokens: int = 256
+  top_p: float | None = None
+  seed: int | None = None
+  sample_mode: str = REPEAT
+  stop: tuple[str, ...] | None = None
+  extra_body: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    if self.num_samples < 1 or self.max_tokens < 1:
+      raise ValueError("num_samples and max_tokens must be >= 1")
+    if self.sample_mode not in SAMPLE_MODES:
+      raise ValueError(f"sample_mode must be one of {SAMPLE_MODES}, got {self.sample_mode!r}")
+    if self.temperature < 0:
+      raise ValueError("temperature must be >= 0")
+
+  def params(self, stop: Sequence[str]) -> dict[str, Any]:
+    return {"temperature": self.temperature, "max_tokens": self.max_tokens, "top_p": self.top_p,
+            "stop": list(stop) if stop else None, "seed": self.seed,
+            "extra_body": dict(self.extra_body)}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """Everything a teacher run decides besides the inputs."""
+
+  output_dir: str
+  split: str
+  endpoint: client_lib.EndpointConfig
+  prompt: prompts_lib.PromptSpec
+  sampling: SamplingConfig = SamplingConfig()
+  policy: filters_lib.FilterPolicy = filters_lib.FilterPolicy()
+  chat_style: str | None = None
+  cache_path: str | None = None  # default: <output_dir>/teacher_cache.sqlite
+  keep_samples: bool = False
+  progress: bool = True
+  source: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  def resolved_cache_path(self) -> str:
+    if self.cache_path:
+      return self.cache_path
+    if io.is_remote(self.output_dir):
+      raise cache_lib.CacheError("the response cache must be local: pass --cache_path when "
+                                 "--output_dir is remote")
+    return os.path.join(self.output_dir, "teacher_cache.sqlite")
+
+
+@dataclasses.dataclass
+class RunResult:
+  records_path: str
+  filtered_path: str
+  provenance_path: str
+  kept: int
+  dropped: int
+  failed: int
+  tally: dict[str, Any]
+  provenance: dict[str, Any]
+
+
+@dataclasses.dataclass
+class _Job:
+  prompt: Any
+  params: dict[str, Any]
+  missing: list[tuple[int, str]]  # (sample index, key)
+
+
+def labels_agree(kind: str, a: str, b: str) -> bool:
+  """Whether two labels are the same answer under `kind` (by value for arithmetic kinds)."""
+  if kind in ("arithmetic", "numeric"):
+    from dsbs.data import arithmetic  # pylint: disable=g-import-not-at-top
+
+    return arithmetic.expressions_equal(a, b)
+  return a.strip().casefold() == b.strip().casefold()
+
+
+def _render(cfg: RunConfig, text: str) -> Any:
+  if cfg.endpoint.api == client_lib.CHAT:
+    return cfg.prompt.render_chat(text, cfg.chat_style)
+  return cfg.prompt.render_completion(text)
+
+
+def _plan(cfg: RunConfig, examples: Sequence[Example]) -> tuple[list[list[str]], list[Any], list[dict]]:
+  """Per example: its sample keys, rendered prompt, and per-sample request params."""
+  sampling = cfg.sampling
+  stop = sampling.stop if sampling.stop is not None else cfg.prompt.stop
+  base = sampling.params(stop)
+  keys, rendered, params = [], [], []
+  for ex in examples:
+    prompt = _render(cfg, ex.input)
+    ks, ps = [], []
+    for i in range(sampling.num_samples):
+      ks.append(cache_lib.sample_key(cfg.endpoint.api, prompt, cfg.endpoint.model, base, i))
+      p = dict(base)
+      if sampling.sample_mode == REPEAT and sampling.seed is not None:
+        p["seed"] = sampling.seed + i
+      ps.append(p)
+    keys.append(ks)
+    rendered.append(prompt)
+    params.append(ps)
+  return keys, rendered, params
+
+
+class _Progress:
+  """tqdm on stderr with done / failed / retried counts and tokens."""
+
+  def __init__(self, total: int, enabled: bool, stats: client_lib.ClientStats):
+    self.stats, self.failed = stats, 0
+    self.bar = None
+    if enabled and total:
+      from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
+      self.bar = tqdm(total=total, unit="sample", file=sys.stderr, dynamic_ncols=True,
+                      desc="teacher")
+
+  def update(self, done: int = 0, failed: int = 0) -> None:
+    self.failed += failed
+    if self.bar is not None:
+      self.bar.update(done + failed)
+      self.refresh()
+
+  def refresh(self) -> None:
+    if self.bar is not None:
+      s = self.stats
+      self.bar.set_postfix(failed=self.failed, retried=s.retries,
+                           tokens=s.prompt_tokens + s.completion_tokens, refresh=False)
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
+
+
+async def _run_jobs(cfg: RunConfig, jobs: list[_Job], cache: cache_lib.ResponseCache,
+                    stats: client_lib.ClientStats, progress: _Progress) -> int:
+  """Sends every job; commits each response at once. Returns the number of failed samples."""
+  failed = 0
+  it: Iterator[_Job] = iter(jobs)
+
+  async def worker(client: client_lib.OpenAIClient) -> None:
+    nonlocal failed
+    for job in it:
+      missing = list(job.missing)
+      try:
+        while missing:
+          if cfg.sampling.sample_mode == N_PARAM:
+            comp = await client.complete(job.prompt, job.params, n=len(missing))
+          else:
+            comp = await client.complete(job.prompt, job.params, n=1)
+          got = comp.choices[:len(missing)]
+          cache.put_many(
+              (key, {"text": c.text, "finish_reason": c.finish_reason, "model": cfg.endpoint.model,
+                     "time": time.time()})
+              for (_, key), c in zip(missing, got))
+          missing = missing[len(got):]
+          progress.update(done=len(got))
+      except client_lib.FatalEndpointError:
+        raise
+      except client_lib.EndpointError as e:
+        failed += len(missing)
+        progress.update(failed=len(missing))
+        if progress.bar is not None:
+          progress.bar.write(f"request failed: {e}", file=sys.stderr)
+        else:
+          print(f"dsbs.teacher: request failed: {e}", file=sys.stderr)
+
+  async with client_lib.OpenAIClient(cfg.endpoint, stats=stats, on_retry=progress.refresh) as c:
+    workers = [asyncio.ensure_future(worker(c)) for _ in range(cfg.endpoint.concurrency)]
+    try:
+      await asyncio.gather(*workers)
+    except BaseException:
+      for w in workers:
+        w.cancel()
+      await asyncio.gather(*workers, return_exceptions=True)
+      raise
+  return failed
+
+
+def _jobs(cfg: RunConfig, keys, rendered, params, cached: dict) -> list[_Job]:
+  jobs: list[_Job] = []
+  queued: set[str] = set()
+  for ks, prompt, ps in zip(keys, rendered, params):
+    missing = [(i, k) for i, k in enumerate(ks) if k not in cached and k not in queued]
+    queued.update(k for _, k in missing)
+    if not missing:
+      continue
+    if cfg.sampling.sample_mode == N_PARAM:
+      jobs.append(_Job(prompt, ps[0], missing))
+    else:
+      jobs.extend(_Job(prompt, ps[i], [(i, k)]) for i, k in missing)
+  return jobs
+
+
+def _finish(cfg: RunConfig, ex: Example, samples: list[dict | None]) -> tuple[Example, list[str]]:
+  """Parses, votes and checks one input; returns the output record and its failing checks."""
+  choices = ex.meta.get("choices")
+  present = [s for s in samples if s is not None]
+  parsed = [cfg.prompt.parse(s["text"], choices=choices) for s in present]
+  same = None
+  if cfg.prompt.kind in ("arithmetic", "numeric"):
+    same = lambda a, b: labels_agree(cfg.prompt.kind, a, b)  # pylint: disable=unnecessary-lambda-assignment
+  v = vote_lib.majority_vote(parsed, same=same)
+  failed = len(present) < len(samples)
+  agrees = None
+  if ex.label is not None and v.label is not None:
+    agrees = labels_agree(cfg.prompt.kind, v.label, ex.label)
+  facts = filters_lib.Facts(failed=failed, has_label=v.label is not None, rationale=v.rationale,
+                            agreement=v.agreement, agrees_with_gold=agrees)
+  failing = cfg.policy.failing(facts)
+  teacher: dict[str, Any] = {
+      "votes": v.votes, "agreement": round(v.agreement, 6), "num_samples": len(samples),
+      "valid_samples": v.valid, "chosen_sample": v.chosen, "agrees_with_gold": agrees,
+  }
+  if v.chosen is not None:
+    teacher["finish_reason"] = present[v.chosen].get("finish_reason")
+    teacher["answer_text"] = parsed[v.chosen].answer_text
+  if failed:
+    teacher["failed_samples"] = len(samples) - len(present)
+  if cfg.keep_samples:
+    teacher["samples"] = [s["text"] for s in present]
+  if failing:
+    teacher["failing"] = failing
+  status = v.status if not failed else record.NO_TEACHER
+  out = dataclasses.replace(
+      ex, teacher_label=None if failed else v.label, rationale=None if failed else v.rationale,
+      parse_status=status, meta={**ex.meta, "teacher": teacher})
+  return out, failing
+
+
+def run(cfg: RunConfig, examples: Sequence[Example]) -> RunResult:
+  """Runs the teacher over `examples` and writes `<split>.jsonl`, `.filtered.jsonl`, provenance."""
+  started, t0 = provenance.now_iso(), time.monotonic()
+  stats = client_lib.ClientStats()
+  keys, rendered, params = _plan(cfg, examples)
+  all_keys = [k for ks in keys for k in ks]
+  cache_path = cfg.resolved_cache_path()
+  io.makedirs(cfg.output_dir)
+  with cache_lib.ResponseCache(cache_path) as cache:
+    cached = cache.get_many(all_keys)
+    hits = len(cached)
+    jobs = _jobs(cfg, keys, rendered, params, cached)
+    to_send = sum(len(j.missing) for j in jobs)
+    progress = _Progress(to_send, cfg.progress, stats)
+    try:
+      failed_samples = asyncio.run(_run_jobs(cfg, jobs, cache, stats, progress)) if jobs else 0
+    finally:
+      progress.close()
+    final = cache.get_many(all_keys)
+    corrupt = cache.corrupt_rows
+
+  tally = filters_lib.Tally()
+  statuses: dict[str, int] = {}
+  kept_rows, dropped_rows, failed_examples = [], [], 0
+  for ex, ks in zip(examples, keys):
+    out, failing = _finish(cfg, ex, [final.get(k) for k in ks])
+    reason = cfg.policy.drop_reason(failing)
+    tally.add(failing, reason)
+    statuses[out.parse_status] = statuses.get(out.parse_status, 0) + 1
+    if reason == filters_lib.FAILED:
+      failed_examples += 1
+    if reason is None:
+      kept_rows.append(out)
+    else:
+      meta = {**out.meta, "teacher": {**out.meta["teacher"], "drop_reason": reason}}
+      dropped_rows.append(dataclasses.replace(out, meta=meta))
+
+  base = cfg.output_dir.rstrip("/") + "/" + cfg.split
+  records_path, filtered_path = base + ".jsonl", base + ".filtered.jsonl"
+  record.write_jsonl(records_path, kept_rows)
+  record.write_jsonl(filtered_path, dropped_rows)
+  ep, s = cfg.endpoint, cfg.sampling
+  entry = {
+      "source": cfg.source,
+      "teacher": {"model": ep.model, "endpoint": provenance.sanitize_url(ep.base_url),
+                  "api": ep.api, "chat_style": (cfg.chat_style or cfg.prompt.chat_style)
+                  if ep.api == client_lib.CHAT else None},
+      "prompt": {"name": cfg.prompt.name, "path": cfg.prompt.path, "sha256": cfg.prompt.sha256,
+                 "kind": cfg.prompt.kind, "num_exemplars": len(cfg.prompt.exemplars)},
+      "sampling": {**dataclasses.asdict(s),
+                   "stop": list(s.stop if s.stop is not None else cfg.prompt.stop)},
+      "client": {"concurrency": ep.concurrency, "rpm": ep.rpm, "timeout_s": ep.timeout,
+                 "max_retries": ep.max_retries, "backoff_base_s": ep.backoff_base},
+      "filters": {"enabled": sorted(cfg.policy.enabled),
+                  "max_rationale_chars": cfg.policy.max_rationale_chars,
+                  "min_agreement": cfg.policy.min_agreement, **tally.as_dict()},
+      "started": started, "finished": provenance.now_iso(),
+      "elapsed_s": round(time.monotonic() - t0, 3),
+      "requests": {"sent": stats.requests, "retries": stats.retries,
+                   "failed_requests": stats.failures, "failed_samples": failed_samples,
+                   "by_status": dict(sorted(stats.statuses.items()))},
+      "usage": {"prompt_tokens": stats.prompt_tokens,
+                "completion_tokens": stats.completion_tokens},
+      "cache": {"path": cache_path, "hits": hits, "new": to_send - failed_samples,
+                "corrupt_rows_ignored": corrupt},
+      "examples": {"total": len(examples), "kept": len(kept_rows), "dropped": len(dropped_rows),
+                   "failed": failed_examples, "parse_status": dict(sorted(statuses.items()))},
+      "outputs": {"records": records_path, "filtered": filtered_path},
+  }
+  prov_path = provenance.write(cfg.output_dir, cfg.split, entry)
+  return RunResult(records_path, filtered_path, prov_path, len(kept_rows), len(dropped_rows),
+                   failed_examples, tally.as_dict(), entry)
+
