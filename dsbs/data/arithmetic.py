@@ -12,6 +12,7 @@ import math
 import re
 from typing import Union
 
+MAX_DEPTH = 64  # nesting limit: deeper input is rejected, never a RecursionError
 _TOKEN = re.compile(r"\s*(?:(\d+(?:,\d{3})+(?:\.\d*)?|\d+\.?\d*|\.\d+)|([-+*/()]))")
 
 
@@ -54,7 +55,7 @@ class _Parser:
   """expr := term (('+'|'-') term)*; term := unary (('*'|'/') unary)*; unary := '-' unary | atom."""
 
   def __init__(self, tokens: list[str], text: str):
-    self.tokens, self.pos, self.text = tokens, 0, text
+    self.tokens, self.pos, self.text, self.depth = tokens, 0, text, 0
 
   def peek(self) -> str | None:
     return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -81,20 +82,22 @@ class _Parser:
     return node
 
   def unary(self) -> Node:
-    if self.peek() == "-":
-      self.take()
-      return Neg(self.unary())
-    if self.peek() == "+":
-      self.take()
-      return self.unary()
-    return self.atom()
+    sign = 1
+    while self.peek() in ("-", "+"):
+      sign = -sign if self.take() == "-" else sign
+    node = self.atom()
+    return Neg(node) if sign < 0 else node
 
   def atom(self) -> Node:
     tok = self.take()
     if tok == "(":
+      self.depth += 1
+      if self.depth > MAX_DEPTH:
+        raise ExpressionError(f"more than {MAX_DEPTH} nested parentheses")
       node = self.expr()
       if self.take() != ")":
         raise ExpressionError(f"missing ')' in {self.text!r}")
+      self.depth -= 1
       return node
     if tok in "+-*/)":
       raise ExpressionError(f"unexpected {tok!r} in {self.text!r}")

@@ -31,7 +31,68 @@ ENV_SHA256 = "DSBS_DATA_SHA256"
 _MARKERS = ("anli1", "esnli", "cqa", "svamp")
 
 # sha256 of released files (relative path -> hex), measured on the reference copy.
-RELEASE_MANIFEST: dict[str, str] = {}
+RELEASE_MANIFEST: dict[str, str] = {
+    "anli1/anli1_test.json":
+        "fe494327269367e1ac4342fd72969a6270f51fd90cef0bc47a364a1d452762e7",
+    "anli1/anli1_valid.json":
+        "743faf5a43b687e34f5482166106e4c86a9f8f013078364a62caa055f8504704",
+    "anli1/llm/test_CoT_0.json":
+        "49e312c60501f8d374f9d8f7ba7bf86601bc736e667eedb9087793f274a1a0f1",
+    "anli1/llm/valid_CoT_0.json":
+        "ac3576f6caba189a7c00d1982bb2521518e5247b5aa2b347c483c874451ab935",
+    "cqa/cqa_test.json":
+        "caf4f47b8afac62a80f0517e1af3eba2af11de0c7c6f3baf3742fb6390d99dfb",
+    "cqa/cqa_train.json":
+        "09601f7b3239eb4c0a3be16c4b897d0c30905e9bc38cf36c77831d98bd37d9fb",
+    "cqa/llm/test_CoT_0.json":
+        "02860e4fa44b4c1f08ed29513abf74f433345e534c51418448b40869ed752a01",
+    "cqa/llm/test_CoT_1.json":
+        "44f1fc36088d5beed937c204ae43ca09d74fd0ea6a784fa89207b7e88c37fb15",
+    "cqa/llm/train_CoT_0.json":
+        "632167edcb645336a0ff1194fe87a1821fefdb02515679d178b167619903fff1",
+    "cqa/llm/train_CoT_1.json":
+        "8d14f619696c2bf3f0989d3a47ee8120f047af4eddaf23eb64610941cb453796",
+    "cqa/llm/train_CoT_2.json":
+        "25e559368c7e69dba359245395463a669f2fcef91a3b7b89613ff41bed0fbd8f",
+    "cqa/llm/train_CoT_3.json":
+        "db2a50477c463dd84a4b7ee2dedae323ff8746f20ca0c4a4619c03e04140ddf5",
+    "cqa/llm/train_CoT_4.json":
+        "52ccbf961db874a47968599f8411372a39f280f91413df7d90bcbcea291b9836",
+    "cqa/llm/train_CoT_5.json":
+        "0d238b1c5c4be3630bf14c15a176985b4a2e7bcf5fa5a93d24e9d89ccde06974",
+    "cqa/llm/train_CoT_6.json":
+        "af81b051cefa61be0b513f9e002b9eeab7160c18731732b59138fede91fccee4",
+    "cqa/llm/train_CoT_7.json":
+        "0cd6eba4d2449fb295d66e3dd9998ab59f6246820ca07e0fd1cc61dfcc3e6b3d",
+    "cqa/llm/train_CoT_8.json":
+        "02c156f92540f7b2469d252c814a2a87dad47616f828db3e7e236edd72f21b61",
+    "cqa/llm/train_CoT_9.json":
+        "7448c4cd5a9416ccb1e0c021e2b3bf2e697dc70173ff6f08d5b64b56d5fe8038",
+    "esnli/esnli_test.json":
+        "2307b4f6f6aea3940b2f1e12e792b86bad2b9fa73ef7032ffa41ce9a21976b9b",
+    "esnli/esnli_valid.json":
+        "4952f52d3dedfcafcdea691e4cde21a3db1e6dbed1f1622bb314c418cc27e6a6",
+    "esnli/llm/test_CoT_0.json":
+        "58051c39aa914699c956281bf56f9bc4b65601f4fe6685b2868226f04ef738ac",
+    "esnli/llm/test_CoT_1.json":
+        "2bf21b5ce8feb5177e9f121f237756ea045eaf0a5fa364c4a17d1de665141eed",
+    "esnli/llm/valid_CoT_0.json":
+        "3398e706895422fa17ae2ed3022890d7c5009207d5c831713b605e15af5b5c52",
+    "esnli/llm/valid_CoT_1.json":
+        "f14d62ae2a81b8b33293cd9e8fe02b28b781d8628f4b92393c862f8903e8a122",
+    "svamp/SVAMP.json":
+        "5be77703a6d891ae476d7c082787ad361392aa02453b132516cdd5f4e7934e3e",
+    "svamp/llm/test_CoT_0.json":
+        "fd536719c09b0cc97bfeee5775b212f8e4541ffe012bcd99c893a99e7e46df37",
+    "svamp/llm/train_CoT_0.json":
+        "9aa813b5653131e53bfe0477fa2cb3f90fb3d1b7a5226433218cb7b85998f094",
+    "svamp/llm/train_CoT_1.json":
+        "db0131252436d0487ff8642d94abad23636c080258da60097d5c6f15b1e32639",
+    "svamp/svamp_test.json":
+        "b73cba2c53b1e9b1c8aa512a8928c12d0524d1acba560f8c526756185044054c",
+    "svamp/svamp_train.json":
+        "641fc0f69864e1376fc2e29675affd15fa641f3b40279dcd6a595f3780f4e721",
+}
 
 
 class DataDirError(RuntimeError):
