@@ -158,3 +158,9 @@ def restore_params(params_dir: str, abstract_params: PyTree | None = None) -> Py
 def abstract_like(tree: PyTree) -> PyTree:
   """ShapeDtypeStructs (with shardings) of a tree of arrays, for restore targets."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def abstract_like_shardings(abstract: PyTree, shardings: PyTree) -> PyTree:
+  """ShapeDtypeStructs of `abstract` carrying `shardings` (same tree structure)."""
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      abstract, shardings)

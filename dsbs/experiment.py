@@ -6,6 +6,7 @@ An experiment file is a T5X gin file (`gin_configs/<ds>_<size>.gin`) or the runn
 | macro | meaning | runner default |
 |---|---|---|
 | `MIXTURE_OR_TASK_NAME` | SeqIO task or mixture to train on (from `dsbs.tasks`) | required |
+| `MIXTURE_OR_TASK_MODULE` | module imported to register it (`dsbs.tasks` is always imported) | None |
 | `TASK_FEATURE_LENGTHS` | `{"inputs": n, "targets": m}` | required |
 | `TRAIN_STEPS` | last step, absolute as in T5X: a run from `checkpoint_1000000` with `TRAIN_STEPS = 1_010_000` trains 10k steps | required |
 | `BATCH_SIZE` | global batch size (all hosts) | 128 (T5X's) |
@@ -60,6 +61,7 @@ _DEFAULTS = {
     "LOSS_ALPHA": 0.5,
     "LOSS_MODE": "paper",
     "RANDOM_SEED": 0,
+    "MIXTURE_OR_TASK_MODULE": None,
     "MODEL_DIR": None,
     "EVAL_PERIOD": None,
     "SAVING_PERIOD": None,
@@ -102,6 +104,7 @@ class _Delegate(config_parser.ParserDelegate):
 class Experiment:
   """The resolved macros of one experiment plus what was skipped and why."""
   mixture_or_task_name: str
+  mixture_or_task_module: str | None
   task_feature_lengths: dict[str, int]
   train_steps: int
   batch_size: int
@@ -269,6 +272,7 @@ def load(gin_files: Iterable[str], bindings: Iterable[str] = (),
   lr = opt("LEARNING_RATE", (float, int))
   exp = Experiment(
       mixture_or_task_name=need("MIXTURE_OR_TASK_NAME", (str,)),
+      mixture_or_task_module=opt("MIXTURE_OR_TASK_MODULE", (str,)),
       task_feature_lengths=dict(lengths),
       train_steps=need("TRAIN_STEPS", (int,)),
       batch_size=need("BATCH_SIZE", (int,)),

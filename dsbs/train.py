@@ -1,0 +1,431 @@
+r"""The built-in runner: distilling step-by-step on plain JAX, no T5X needed.
+
+  python -m dsbs.train --gin_file=gin_configs/default.gin --model_dir=/tmp/dsbs_run \
+      [--gin.TRAIN_STEPS=2000] [--then_evaluate]
+
+Reads the same experiment files as T5X (macros: see dsbs/experiment.py), trains the student
+on a device mesh (axes `data`, `model`), evaluates on the validation split, keeps Orbax
+checkpoints and writes the run dir (see dsbs/summaries.py). Runner knobs are `TrainConfig`
+fields, bound in gin (`TrainConfig.eval_period = 200`).
+
+The loss is sum(token_loss * decoder_loss_weights) / normaliser, where the weights come from
+`DsbsEncDecFeatureConverter`: LOSS_MODE='paper' divides by the number of examples and gives
+a*L_label + (1-a)*L_rationale with per-example mean token losses; LOSS_MODE='tokens' divides by
+the number of target tokens and leaves the balance to the mixture rate.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import logging
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+import flax
+import flax.linen as nn
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from dsbs import checkpointing, experiment, input_pipeline, optim, summaries
+from dsbs import model as model_lib
+from dsbs.model import partitioning
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The runner's own knobs (the experiment's macros say what to train)."""
+  mesh_data: int = -1  # devices on the `data` axis; -1 = the rest
+  mesh_model: int = 1  # devices on the `model` axis (tensor parallelism)
+  fsdp: bool = False  # also shard parameters and optimizer state over `data`
+  dtype: str = "auto"  # compute dtype: auto = bfloat16 on TPU/GPU, float32 on CPU
+  model_overrides: tuple[tuple[str, Any], ...] = ()  # T5Config fields for from-scratch students
+  optimizer: optim.OptimizerConfig = optim.OptimizerConfig()
+  z_loss: float = 1e-4  # T5X's default
+  label_smoothing: float = 0.0
+  pack: bool = False
+  log_period: int = 10
+  eval_period: int = 200  # EVAL_PERIOD wins when the experiment sets it
+  eval_max_examples: int | None = None  # cap on decoded validation examples (None: all)
+  eval_batch_size: int = 64
+  checkpoint_period: int = 200  # SAVING_PERIOD wins when the experiment sets it
+  keep_checkpoints: int = 3
+  best_metric: str = "accuracy"  # eval scalar ranking checkpoints; "" keeps only the latest
+  async_checkpoints: bool = True
+  tensorboard: bool = True
+  progress: bool = True
+  inject_nan_at_step: int | None = None  # fault injection for tests: the loss turns NaN here
+
+
+def compute_dtype(name: str) -> str:
+  if name != "auto":
+    return name
+  return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+
+
+def token_losses(logits: jax.Array, targets: jax.Array, z_loss: float,
+                 label_smoothing: float) -> tuple[jax.Array, jax.Array]:
+  """Per-token (cross-entropy + z-loss, cross-entropy) in float32, as T5X's loss."""
+  logits = logits.astype(jnp.float32)
+  vocab = logits.shape[-1]
+  lse = jax.nn.logsumexp(logits, axis=-1)
+  log_probs = logits - lse[..., None]
+  on = 1.0 - label_smoothing
+  off = label_smoothing / (vocab - 1)
+  soft = jax.nn.one_hot(targets, vocab) * (on - off) + off
+  ce = -jnp.sum(soft * log_probs, axis=-1)
+  if label_smoothing:  # subtract the entropy of the smoothed target so a perfect model scores 0
+    ce += on * jnp.log(on) + (vocab - 1) * off * jnp.log(off + 1e-20)
+  return ce + z_loss * jnp.square(lse), ce
+
+
+def batch_loss(logits: jax.Array, batch: dict[str, jax.Array], cfg: TrainConfig,
+               loss_mode: str) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The converter-weighted loss and per-task token-mean cross-entropies for logging."""
+  from dsbs.seqio_ext import feature_converters as fc  # pylint: disable=g-import-not-at-top
+  tok, ce = token_losses(logits, batch["decoder_target_tokens"], cfg.z_loss, cfg.label_smoothing)
+  weights = batch["decoder_loss_weights"]
+  loss = jnp.sum(tok * weights) / jnp.maximum(fc.loss_normalizer(batch, loss_mode), 1e-9)
+  aux = {}
+  real = (batch["decoder_target_tokens"] > 0).astype(jnp.float32)
+  for name, kind in (("loss_label", fc.LABEL), ("loss_rationale", fc.RATIONALE),
+                     ("loss_single", fc.SINGLE)):
+    m = real * (batch["decoder_task_kind"] == kind + 1) if "decoder_task_kind" in batch else real
+    aux[name] = jnp.sum(ce * m) / jnp.maximum(jnp.sum(m), 1.0)
+    aux[name + "_tokens"] = jnp.sum(m)
+  return loss, aux
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  args, bindings = parse_flags(argv)
+  if os.environ.get("JAX_COORDINATOR_ADDRESS") or int(os.environ.get("DSBS_NUM_PROCESSES", "1")) > 1:
+    jax.distributed.initialize()  # multi-host: one process per host, env gives the coordinator
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  import importlib  # pylint: disable=g-import-not-at-top
+  import dsbs.tasks  # pylint: disable=g-import-not-at-top,unused-import  (registers SeqIO tasks)
+  exp = experiment.load(args.gin_file, bindings)
+  if exp.mixture_or_task_module:
+    importlib.import_module(exp.mixture_or_task_module)
+  model_dir = args.model_dir or exp.model_dir
+  if not model_dir:
+    raise SystemExit("no run dir: pass --model_dir or set MODEL_DIR in the experiment")
+  result = train(exp, model_dir, TrainConfig())
+  if args.then_evaluate:
+    from dsbs import evaluate  # pylint: disable=g-import-not-at-top
+    result["test"] = evaluate.run(checkpoint=model_dir, task=exp.mixture_or_task_name,
+                                  split=args.eval_split, output_dir=os.path.join(model_dir, "eval"))
+  return result
+
+
+def parse_flags(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+  """T5X-style flags: --gin_file (repeatable), --gin.KEY=VALUE and --gin_bindings."""
+  parser = argparse.ArgumentParser(prog="python -m dsbs.train", description=__doc__.split("\n")[0])
+  parser.add_argument("--gin_file", action="append", default=[])
+  parser.add_argument("--gin_bindings", action="append", default=[])
+  parser.add_argument("--model_dir", default=None)
+  parser.add_argument("--dataset", default=None,
+                      help="run the same experiment on another dataset: replaces the task name's "
+                      "leading dataset (arith_dsbs_byte -> svamp_dsbs_byte)")
+  parser.add_argument("--then_evaluate", action="store_true",
+                      help="evaluate the best checkpoint on --eval_split after training")
+  parser.add_argument("--eval_split", default="test")
+  args, rest = parser.parse_known_args(argv)
+  bindings = list(args.gin_bindings)
+  for r in rest:
+    if not r.startswith("--gin.") or "=" not in r:
+      parser.error(f"unrecognised argument {r!r}")
+    bindings.append(r[len("--gin."):])
+  if not args.gin_file:
+    args.gin_file = [os.path.join(experiment.REPO_GIN_DIR, "default.gin")]
+  if args.dataset:
+    exp = experiment.load(args.gin_file, bindings, apply_runner_bindings=False)
+    suffix = exp.mixture_or_task_name.split("_", 1)[1]
+    bindings.append(f"MIXTURE_OR_TASK_NAME = '{args.dataset}_{suffix}'")
+  return args, bindings
+
+
+def train(exp: experiment.Experiment, model_dir: str, cfg: TrainConfig) -> dict[str, Any]:
+  """Trains `exp` into `model_dir` (resuming from its latest checkpoint); returns final metrics."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  from dsbs import evaluate  # pylint: disable=g-import-not-at-top
+  is_main = jax.process_index() == 0
+
+  # ---- Mesh and sharding rules ----------------------------------------------------------
+  mesh = partitioning.make_mesh(data=cfg.mesh_data, model=cfg.mesh_model)
+  rules = partitioning.logical_axis_rules(fsdp=cfg.fsdp)
+  batch_sharding = NamedSharding(mesh, P("data"))
+  replicated = NamedSharding(mesh, P())
+
+  # ---- Input ----------------------------------------------------------------------------
+  provider = seqio.get_mixture_or_task(exp.mixture_or_task_name)
+  vocab = next(iter(provider.output_features.values())).vocabulary
+  converter = input_pipeline.kind_tagging_converter(cfg.pack, exp.loss_alpha, exp.loss_mode)
+  in_cfg = input_pipeline.InputConfig(exp.mixture_or_task_name, exp.task_feature_lengths,
+                                      exp.batch_size, converter, seed=exp.random_seed)
+
+  # ---- Model ----------------------------------------------------------------------------
+  overrides = dict(cfg.model_overrides)
+  model_cfg = model_lib.get_config(exp.model_name, dropout_rate=exp.dropout_rate,
+                                   dtype=compute_dtype(cfg.dtype), **overrides)
+  if model_cfg.vocab_size < vocab.vocab_size:
+    if exp.initial_checkpoint_path:
+      raise ValueError(f"model {exp.model_name} has vocab_size {model_cfg.vocab_size} < the "
+                       f"task's vocabulary ({vocab.vocab_size})")
+    padded = -(-vocab.vocab_size // 128) * 128  # from scratch: grow to fit, MXU-friendly
+    logging.info("vocab_size %d -> %d to fit the task's vocabulary", model_cfg.vocab_size, padded)
+    model_cfg = model_cfg.replace(vocab_size=padded)
+  model = model_lib.Transformer(model_cfg)
+  start_step = _initial_step(exp.initial_checkpoint_path)
+  num_steps = exp.train_steps - start_step
+  if num_steps <= 0:
+    raise ValueError(f"TRAIN_STEPS={exp.train_steps} <= the initial checkpoint's step {start_step}")
+  tx, schedule = optim.make_optimizer(cfg.optimizer, num_steps, exp.learning_rate)
+
+  # ---- Shape-first init: abstract state -> shardings -> jit(init, out_shardings) ---------
+  lengths = exp.task_feature_lengths
+  init_boxed = functools.partial(model_lib.init_params, model_cfg, input_len=lengths["inputs"],
+                                 target_len=lengths["targets"])
+  boxed = jax.eval_shape(init_boxed, jax.random.key(0))
+  param_shardings = partitioning.param_shardings(boxed, mesh, rules)
+  abstract_params = nn.unbox(boxed)
+  abstract_opt = jax.eval_shape(tx.init, abstract_params)
+  # Optimizer leaves shaped like their parameter share its sharding; factored Adafactor
+  # statistics (v_row, v_col) and counters are small and replicated.
+  opt_shardings = optax.tree_map_params(
+      tx, lambda leaf, s, p: s if leaf.shape == p.shape else replicated, abstract_opt,
+      param_shardings, abstract_params, transform_non_params=lambda _: replicated,
+      is_leaf=lambda x: isinstance(x, NamedSharding))
+  state_shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
+
+  @functools.partial(jax.jit, out_shardings=state_shardings)
+  def init_state(rng):
+    params = nn.unbox(init_boxed(rng))
+    return TrainState(step=jnp.asarray(start_step, jnp.int32), params=params,
+                      opt_state=tx.init(params))
+
+  # ---- Update step ----------------------------------------------------------------------
+  def apply_model(params, batch, rng):
+    with nn.logical_axis_rules(rules):
+      return model.apply({"params": params}, batch["encoder_input_tokens"],
+                         batch["decoder_input_tokens"], batch["decoder_target_tokens"],
+                         batch.get("encoder_segment_ids"), batch.get("decoder_segment_ids"),
+                         batch.get("encoder_positions"), batch.get("decoder_positions"),
+                         enable_dropout=rng is not None, rngs={"dropout": rng} if rng is not None else {})
+
+  @functools.partial(jax.jit, donate_argnums=0,
+                     out_shardings=(state_shardings, replicated))
+  def train_step(state, batch, rng):
+    rng = jax.random.fold_in(rng, state.step)
+
+    def loss_fn(params):
+      loss, aux = batch_loss(apply_model(params, batch, rng), batch, cfg, exp.loss_mode)
+      return loss, aux
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    if cfg.inject_nan_at_step is not None:
+      loss = jnp.where(state.step + 1 >= cfg.inject_nan_at_step, jnp.nan, loss)
+      grads = jax.tree.map(lambda g: g * loss / jax.lax.stop_gradient(loss), grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(aux, loss=loss, lr=schedule(state.step - start_step),
+                   grad_norm=optax.global_norm(grads))
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  @jax.jit
+  def eval_step(params, batch):
+    loss, aux = batch_loss(apply_model(params, batch, None), batch, cfg, exp.loss_mode)
+    return loss * fc_normalizer(batch, exp.loss_mode), fc_normalizer(batch, exp.loss_mode), aux
+
+  # ---- Checkpoint: resume or initialise -------------------------------------------------
+  ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(model_dir),
+                                    keep=cfg.keep_checkpoints, best_metric=cfg.best_metric or None,
+                                    async_save=cfg.async_checkpoints)
+  data_key = {"seed": exp.random_seed, "batch_size": exp.batch_size, "pack": cfg.pack,
+              "task": exp.mixture_or_task_name, "lengths": dict(lengths),
+              "processes": jax.process_count()}
+  rng = jax.random.key(exp.random_seed)
+  init_rng, dropout_rng = jax.random.split(rng)
+  latest = ckpt.latest_step()
+  if latest is not None:
+    abstract_ps = checkpointing.abstract_like_shardings(abstract_params, param_shardings)
+    abstract_os = checkpointing.abstract_like_shardings(abstract_opt, opt_shardings)
+    params, opt_state, meta = ckpt.restore(latest, abstract_ps, abstract_os)
+    if meta.get("data") != data_key:
+      raise ValueError(f"{model_dir}: checkpoint {latest} was written with input {meta.get('data')}"
+                       f", this run reads {data_key}; the data position would not match")
+    state = TrainState(step=jax.device_put(jnp.asarray(latest, jnp.int32), replicated),
+                       params=params, opt_state=opt_state)
+    batches_consumed = int(meta["batches_consumed"])
+    logging.info("resumed from %s step %d (%d batches consumed)", model_dir, latest,
+                 batches_consumed)
+  else:
+    with jax.set_mesh(mesh):
+      state = init_state(init_rng)
+    if exp.initial_checkpoint_path:
+      state = state.replace(params=_load_initial(exp.initial_checkpoint_path, param_shardings,
+                                                 abstract_params))
+    batches_consumed = 0
+
+  # ---- Run dir ---------------------------------------------------------------------------
+  step = int(jax.device_get(state.step))
+  if is_main:
+    io_dir = model_dir
+    summaries.write_json(io_dir, "experiment.json", exp.to_json_dict())
+    summaries.write_json(io_dir, "model_config.json", dataclasses.asdict(model_cfg))
+    summaries.write_json(io_dir, "provenance.json", _provenance(provider, exp, mesh))
+  log = summaries.RunLog(model_dir, start_step=step, total_steps=exp.train_steps, enabled=is_main,
+                         tensorboard=cfg.tensorboard, progress=cfg.progress)
+  eval_period = exp.eval_period or cfg.eval_period
+  save_period = exp.saving_period or cfg.checkpoint_period
+
+  def run_eval(params) -> dict[str, float]:
+    scalars = evaluate_losses(params)
+    scores = evaluate.score_tasks(
+        model_cfg, params, exp.mixture_or_task_name, "validation", lengths,
+        batch_size=cfg.eval_batch_size, max_examples=cfg.eval_max_examples, mesh=mesh,
+        rules=rules, param_shardings=param_shardings)
+    scalars.update(scores)
+    return scalars
+
+  def evaluate_losses(params) -> dict[str, float]:
+    out = {}
+    for task in _subtasks(provider):
+      sums = np.zeros(2)
+      eval_cfg = dataclasses.replace(in_cfg, mixture_or_task_name=task.name, split="validation",
+                                     global_batch_size=cfg.eval_batch_size)
+      for b in input_pipeline.eval_batches(eval_cfg):
+        loss_sum, norm, _ = eval_step(params, input_pipeline.to_global(b, batch_shardings))
+        sums += np.asarray(jax.device_get((loss_sum, norm)))
+      out[f"loss/{task.name}"] = float(sums[0] / max(sums[1], 1e-9))
+    return out
+
+  def save(step: int, metrics: dict[str, float] | None = None) -> None:
+    meta = {"batches_consumed": batches_consumed, "data": data_key}
+    ckpt.save(step, state.params, state.opt_state, meta, metrics)
+
+  # ---- Loop ------------------------------------------------------------------------------
+  batches = input_pipeline.train_batches(in_cfg, skip_batches=batches_consumed)
+  batch_shardings = None
+  finite = jnp.asarray(True)
+  tokens = 0.0
+  last_good = step
+  final_eval: dict[str, float] = {}
+  logging.info("training %s (%s) steps %d -> %d on mesh %s", exp.mixture_or_task_name,
+               exp.model_name, step, exp.train_steps, dict(mesh.shape))
+  try:
+    while step < exp.train_steps:
+      local = next(batches)
+      batches_consumed += 1
+      if batch_shardings is None:
+        batch_shardings = {k: batch_sharding for k in local}
+      tokens += float(np.sum(local["decoder_target_tokens"] > 0)
+                      + np.sum(local["encoder_input_tokens"] > 0)) * jax.process_count()
+      state, metrics = train_step(state, input_pipeline.to_global(local, batch_shardings),
+                                  dropout_rng)
+      step += 1
+      finite = jnp.logical_and(finite, jnp.isfinite(metrics["loss"]))
+      is_eval = step % eval_period == 0 or step == exp.train_steps
+      is_save = step % save_period == 0 or is_eval
+      if step % cfg.log_period == 0 or is_save:
+        if not bool(jax.device_get(finite)):  # checked before any save: checkpoints stay good
+          raise NonFiniteLossError(
+              f"loss is NaN/Inf between step {last_good} and step {step}; stopping. The last "
+              f"good checkpoint is step {ckpt.latest_step()} in {model_dir}.")
+        last_good = step
+        m = jax.device_get(metrics)
+        row = {k: float(v) for k, v in m.items() if not k.endswith("_tokens")}
+        for k in ("loss_label", "loss_rationale", "loss_single"):
+          if float(m[k + "_tokens"]) == 0:
+            row.pop(k)
+        row.update(log.rates(step, tokens))
+        tokens = 0.0
+        log.write(step, "train", row)
+      if is_eval:
+        final_eval = run_eval(state.params)
+        log.write(step, "eval", final_eval)
+        logging.info("eval at step %d: %s", step, final_eval)
+      if is_save:
+        save(step, final_eval if is_eval else None)
+      log.advance(step)
+  finally:
+    ckpt.close()
+    if is_main:
+      summaries.write_text(model_dir, "operative_config.gin", gin.operative_config_str())
+    log.close()
+  result = {"step": step, "eval": final_eval, "model_dir": model_dir}
+  if is_main:
+    summaries.write_json(model_dir, "train_result.json", result)
+  return result
+
+
+def fc_normalizer(batch, loss_mode):
+  from dsbs.seqio_ext import feature_converters as fc  # pylint: disable=g-import-not-at-top
+  return fc.loss_normalizer(batch, loss_mode)
+
+
+def _subtasks(provider) -> list[Any]:
+  return list(provider.tasks) if hasattr(provider, "tasks") else [provider]
+
+
+def _initial_step(path: str | None) -> int:
+  """T5X semantics: fine-tuning from `.../checkpoint_N` continues the step count at N."""
+  if not path:
+    return 0
+  base = os.path.basename(path.rstrip("/"))
+  return int(base.split("_")[-1]) if base.startswith("checkpoint_") and base.split("_")[-1].isdigit() else 0
+
+
+def _load_initial(path: str, shardings: Any, abstract: Any) -> Any:
+  """Pretrained weights from a T5X or HuggingFace checkpoint, placed on `shardings`."""
+  from dsbs.model import checkpoints  # pylint: disable=g-import-not-at-top
+  params = checkpoints.load_params(path)
+  shapes = jax.tree.map(lambda a: a.shape, abstract)
+  got = jax.tree.map(lambda a: np.shape(a), params)
+  if shapes != got:
+    raise ValueError(f"{path}: parameter shapes do not match the model config")
+  return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x, np.float32), s), params, shardings)
+
+
+def _provenance(provider, exp: experiment.Experiment, mesh) -> dict[str, Any]:
+  tasks = {}
+  for t in _subtasks(provider):
+    sizes = {}
+    for split in ("train", "validation", "test"):
+      try:
+        sizes[split] = t.num_input_examples(split)
+      except Exception:  # pylint: disable=broad-except  (sources without a count)
+        sizes[split] = None
+    tasks[t.name] = {"num_input_examples": sizes,
+                     "source": type(t.source).__name__}
+  return {"mixture_or_task": exp.mixture_or_task_name, "tasks": tasks,
+          "data_dir": os.environ.get("DSBS_DATA_DIR"), "gin_files": list(exp.files),
+          "mesh": dict(mesh.shape), "devices": jax.device_count(),
+          "processes": jax.process_count(), "versions": summaries.versions(),
+          "argv": sys.argv, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+if __name__ == "__main__":
+  try:
+    out = main()
+  except NonFiniteLossError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(3)
+  print(__import__("json").dumps(out, indent=2, default=str))
