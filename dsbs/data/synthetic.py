@@ -38,6 +38,9 @@ _FOLLOW_UPS = ("\n\nQ: {name} has 3 {item}. {name} finds 2. How many now?\nA: 3 
                "\n\nQ: How many {item} are in 2 packs of 4?\nA: 2 * 4 = 8. So the answer is 8.")
 
 
+_MAX_MISSES = 5000  # consecutive repeats before giving up: the problem space is exhausted
+
+
 @dataclasses.dataclass(frozen=True)
 class ArithConfig:
   """Sizes, noise and seed of the synthetic set (the defaults are what `load_examples` serves)."""
@@ -51,6 +54,7 @@ class ArithConfig:
   follow_up_rate: float = 0.3  # outputs that run on into an invented next example
   max_start: int = 20
   max_operand: int = 9
+  max_input_chars: int = 119  # longer draws are redrawn: short inputs keep it CPU-learnable
 
   def __post_init__(self):
     for name in ("wrong_rate", "unparseable_rate", "follow_up_rate"):
@@ -97,6 +101,15 @@ def _make_problem(rng: random.Random, cfg: ArithConfig) -> Problem:
   return Problem(text, start, tuple(steps), value)
 
 
+def _running_values(problem: Problem) -> list[int]:
+  """The true value after each step."""
+  values, value = [], problem.start
+  for op, a, k in problem.steps:
+    value = value + k * a if op == "*" else value + a if op == "+" else value - a
+    values.append(value)
+  return values
+
+
 def _rationale(problem: Problem, slip_step: int | None, rng: random.Random) -> tuple[str, int]:
   """Step-by-step working; with `slip_step`, that step's result is off and later steps follow it."""
   value = problem.start
@@ -109,7 +122,9 @@ def _rationale(problem: Problem, slip_step: int | None, rng: random.Random) -> t
       result = value + a if op == "+" else value - a
       parts.append(f"{value} {op} {a} = {result}.")
     if i == slip_step:
-      wrong = result + rng.choice((-2, -1, 1, 2))
+      # Later steps add constants, so the slip shifts every later value by delta: keep all >= 0.
+      lowest = min(_running_values(problem)[i:])
+      wrong = result + rng.choice([d for d in (-2, -1, 1, 2) if lowest + d >= 0])
       parts[-1] = parts[-1][: parts[-1].rfind("=")] + f"= {wrong}."
       result = wrong
     value = result
@@ -138,14 +153,18 @@ def teacher_text(problem: Problem, rng: random.Random, cfg: ArithConfig) -> tupl
 def _split_examples(split: str, size: int, cfg: ArithConfig, seen: set[str]) -> list[Example]:
   rng = random.Random(f"dsbs-arith:{cfg.seed}:{split}")
   out: list[Example] = []
-  attempts = 0
+  misses = 0
   while len(out) < size:
-    attempts += 1
-    if attempts > 50 * size + 1000:
-      raise RuntimeError(f"arith: could not draw {size} distinct {split} problems; lower the size")
     problem = _make_problem(rng, cfg)
-    if problem.text in seen:
+    if len(problem.text) > cfg.max_input_chars:
       continue
+    if problem.text in seen:
+      misses += 1
+      if misses > _MAX_MISSES:
+        raise ValueError(f"arith: could not draw {size} distinct {split} problems "
+                         f"({len(out)} after {_MAX_MISSES} repeats in a row); lower the size")
+      continue
+    misses = 0
     seen.add(problem.text)
     text, noise = teacher_text(problem, rng, cfg)
     result = parse.parse_output(text, kind="numeric")
