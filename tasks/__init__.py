@@ -1,4 +1,44 @@
 """SeqIO tasks and mixtures for distilling step-by-step (installed as `dsbs.tasks`).
 
-Importing this package registers every task and mixture; see `registry.py`.
+Importing this package registers, for each built-in dataset (anli1, esnli, cqa, svamp and the
+synthetic arith set) and for each user dataset listed in $DSBS_USER_DATASETS, every task and
+mixture of the family described in `registry.py` (names, suffixes `_pct<p>`, `_rate<r>`,
+`_byte`). Nothing is read from disk until a task's data is requested.
+
+Public API:
+  register_dataset(name, train=..., validation=..., test=..., kind=..., label_space=...)
+  mixture(dataset, method="dsbs", fraction=100, label_rate=0.5, vocab=None) -> name   (gin)
+  task_name(...), mixture_name(...), datasets(), FRACTIONS, RATES
 """
+from __future__ import annotations
+
+import functools
+
+import dsbs.data
+from dsbs.tasks import registry
+from dsbs.tasks.fractions import FRACTIONS
+from dsbs.tasks.registry import RATES, datasets, mixture, mixture_name, task_name
+from dsbs.tasks.user import register_dataset, register_from_config, read_user_jsonl
+
+
+def _register_builtins() -> None:
+  for name in dsbs.data.ALL_DATASETS:
+    if name in registry.datasets():
+      continue
+    space = dsbs.data.label_space(name)
+    registry.add_dataset(registry.DatasetDef(
+        name=name,
+        loader=functools.partial(dsbs.data.load_examples, name),
+        splits=tuple(dsbs.data.SPLITS),
+        kind=dsbs.data.kind(name),
+        label_space=tuple(space) if space else None,
+    ))
+
+
+_register_builtins()
+from dsbs.tasks import user as _user  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_user.register_from_env()
+
+__all__ = ["FRACTIONS", "RATES", "datasets", "mixture", "mixture_name", "read_user_jsonl",
+           "register_dataset", "register_from_config", "task_name"]
