@@ -1,7 +1,8 @@
 """Where the released benchmark data lives, and fetching it into a user cache.
 
 Order: the `--data_dir` flag, else `$DSBS_DATA_DIR`, else `$XDG_CACHE_HOME/dsbs/data` (default
-`~/.cache/dsbs/data`), which is filled on first use by downloading the upstream `datasets.zip`.
+`~/.cache/dsbs/data`), which is filled on first use by downloading the upstream `datasets.zip`
+(or `$DSBS_DATA_URL`, a mirror).
 Local and gs:// paths both work (gs:// through `dsbs.data.io`; nothing is downloaded there).
 
 Integrity: the zip's own sha256 is not known offline when this was written, so
@@ -28,6 +29,7 @@ RELEASE_URL = "https://github.com/google-research/distilling-step-by-step/raw/ma
 RELEASE_ZIP_SHA256: str | None = None  # unknown offline; set $DSBS_DATA_SHA256 to pin it.
 ENV_DATA_DIR = "DSBS_DATA_DIR"
 ENV_SHA256 = "DSBS_DATA_SHA256"
+ENV_URL = "DSBS_DATA_URL"  # a mirror of datasets.zip (http(s):// or file://)
 _MARKERS = ("anli1", "esnli", "cqa", "svamp")
 
 # sha256 of released files (relative path -> hex), measured on the reference copy.
@@ -167,6 +169,8 @@ def download_release(
     timeout_s: socket timeout for the download.
   """
   manifest = RELEASE_MANIFEST if manifest is None else manifest
+  if os.path.isdir(dest) and os.listdir(dest):
+    raise DataDirError(f"{dest} exists and is not empty; remove it or point {ENV_DATA_DIR} at it")
   parent = os.path.dirname(os.path.abspath(dest))
   os.makedirs(parent, exist_ok=True)
   work = tempfile.mkdtemp(prefix=".dsbs-download-", dir=parent)
@@ -215,5 +219,6 @@ def resolve_data_dir(flag: str | None = None, *, download: bool = True) -> str:
     raise DataDirError(
         f"no data dir: set {ENV_DATA_DIR} or --data_dir, or allow the download of {RELEASE_URL} "
         f"into {cached}")
-  logging.info("fetching the released data into %s", cached)
-  return download_release(cached, sha256=os.environ.get(ENV_SHA256) or RELEASE_ZIP_SHA256)
+  url = os.environ.get(ENV_URL) or RELEASE_URL
+  logging.warning("no data dir configured: downloading %s into %s", url, cached)
+  return download_release(cached, url=url, sha256=os.environ.get(ENV_SHA256) or RELEASE_ZIP_SHA256)
