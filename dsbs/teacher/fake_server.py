@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 Responder = Callable[[str, int], str]
 
-_EXEMPLAR_ANSWER = re.compile(r"(So the answer is [^\n]*)")
+_EXEMPLAR_ANSWER = re.compile(r"So the answer is ([^\n\"]*?)\.(?=\s|\"|$)")
 
 
 @dataclasses.dataclass
@@ -59,8 +59,8 @@ def exemplar_style_responder(body: Mapping[str, Any]) -> str:
   blob = json.dumps(body.get("messages")) if "messages" in body else str(body.get("prompt", ""))
   blob = blob.replace("\\n", "\n")
   m = _EXEMPLAR_ANSWER.search(blob)
-  answer = m.group(1).rstrip('".,') + "." if m else "So the answer is unknown."
-  return f"I read the question carefully and reason about it step by step. {answer}"
+  answer = m.group(1) if m else "unknown"
+  return f"I read the question carefully and reason about it step by step. So the answer is {answer}."
 
 
 class FakeOpenAIServer:
@@ -189,7 +189,9 @@ class FakeOpenAIServer:
     if fault == "500":
       return web.json_response({"error": {"message": "boom"}}, status=500)
     if fault == "401":
-      return web.json_response({"error": {"message": "invalid api key"}}, status=401)
+      # Like some real proxies, echo the credential back: the client must redact it.
+      echo = request.headers.get("Authorization", "")
+      return web.json_response({"error": {"message": f"invalid api key: {echo}"}}, status=401)
     if fault and fault.startswith("429date"):
       secs = float(fault.split(":", 1)[1]) if ":" in fault else 1.0
       when = email.utils.formatdate(time.time() + secs, usegmt=True)

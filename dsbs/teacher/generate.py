@@ -258,8 +258,9 @@ def _finish(cfg: RunConfig, ex: Example, samples: list[dict | None]) -> tuple[Ex
       "votes": v.votes, "agreement": round(v.agreement, 6), "num_samples": len(samples),
       "valid_samples": v.valid, "chosen_sample": v.chosen, "agrees_with_gold": agrees,
   }
+  # "length" here means the sample hit max_tokens: a truncated rationale.
+  teacher["finish_reasons"] = [s.get("finish_reason") for s in present]
   if v.chosen is not None:
-    teacher["finish_reason"] = present[v.chosen].get("finish_reason")
     teacher["answer_text"] = parsed[v.chosen].answer_text
   if failed:
     teacher["failed_samples"] = len(samples) - len(present)
@@ -268,9 +269,12 @@ def _finish(cfg: RunConfig, ex: Example, samples: list[dict | None]) -> tuple[Ex
   if failing:
     teacher["failing"] = failing
   status = v.status if not failed else record.NO_TEACHER
+  # Keys a previous teacher left in the input's meta (e.g. the released PaLM output's) would
+  # describe another teacher's text: they are replaced by this run's `teacher` entry.
+  meta = {key: val for key, val in ex.meta.items() if not key.startswith("teacher")}
   out = dataclasses.replace(
       ex, teacher_label=None if failed else v.label, rationale=None if failed else v.rationale,
-      parse_status=status, meta={**ex.meta, "teacher": teacher})
+      parse_status=status, meta={**meta, "teacher": teacher})
   return out, failing
 
 
