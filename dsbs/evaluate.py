@@ -18,6 +18,7 @@ latest) checkpoint the parameters. HF / T5X dirs go through `dsbs.model.checkpoi
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -83,23 +84,26 @@ def _strip_eos(ids: np.ndarray) -> list[int]:
 
 
 def make_decoder(model_cfg, params, *, decode: str = "greedy", num_beams: int = 4,
-                 max_decode_length: int, mesh=None, rules=None):
+                 max_decode_length: int):
   """tokens[B, L] -> decoded ids[B, max_decode_length] with the KV cache (dsbs.decoding)."""
+  run = _compiled_decoder(model_cfg, decode, num_beams, max_decode_length)
+  return lambda tokens: np.asarray(jax.device_get(_first(run(params, jnp.asarray(tokens)))))
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_decoder(model_cfg, decode: str, num_beams: int, max_decode_length: int):
+  """One jitted decoder per (config, method, length): evals during training reuse it."""
   from dsbs import decoding  # pylint: disable=g-import-not-at-top
   from dsbs import model as model_lib  # pylint: disable=g-import-not-at-top
   model = model_lib.Transformer(model_cfg)
-  del mesh, rules  # inputs are replicated for decoding; params keep their training shardings
-
-  @jax.jit
-  def run(params, tokens):
-    if decode == "greedy":
-      return decoding.greedy_decode(model, params, tokens, max_decode_length=max_decode_length)
-    if decode == "beam":
-      return decoding.beam_search(model, params, tokens, max_decode_length=max_decode_length,
-                                  num_beams=num_beams)
+  if decode == "greedy":
+    fn = functools.partial(decoding.greedy_decode, model, max_decode_len=max_decode_length)
+  elif decode == "beam":
+    fn = functools.partial(decoding.beam_search, model, max_decode_len=max_decode_length,
+                           num_beams=num_beams)
+  else:
     raise ValueError(f"--decode must be greedy or beam, got {decode!r}")
-
-  return lambda tokens: np.asarray(jax.device_get(_first(run(params, jnp.asarray(tokens)))))
+  return jax.jit(lambda params, tokens: fn(params, tokens).tokens)
 
 
 def _first(out):
@@ -123,7 +127,7 @@ def score_tasks(model_cfg, params, mixture_or_task: str, split: str, lengths: Ma
   """
   del param_shardings
   decoder = make_decoder(model_cfg, params, decode=decode, num_beams=num_beams,
-                         max_decode_length=lengths["targets"], mesh=mesh, rules=rules)
+                         max_decode_length=lengths["targets"])
   tasks = _subtasks(mixture_or_task)
   scored = [t for t in tasks if t.predict_metric_fns]
   if not scored:

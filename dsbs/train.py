@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import logging
 import os
+import signal
 import sys
 import time
 from typing import Any, Sequence
@@ -48,6 +49,7 @@ class TrainConfig:
   """The runner's own knobs (the experiment's macros say what to train)."""
   mesh_data: int = -1  # devices on the `data` axis; -1 = the rest
   mesh_model: int = 1  # devices on the `model` axis (tensor parallelism)
+  mesh_devices: int | None = None  # use only the first N devices (debugging, equivalence tests)
   fsdp: bool = False  # also shard parameters and optimizer state over `data`
   dtype: str = "auto"  # compute dtype: auto = bfloat16 on TPU/GPU, float32 on CPU
   model_overrides: tuple[tuple[str, Any], ...] = ()  # T5Config fields for from-scratch students
@@ -65,7 +67,10 @@ class TrainConfig:
   async_checkpoints: bool = True
   tensorboard: bool = True
   progress: bool = True
-  inject_nan_at_step: int | None = None  # fault injection for tests: the loss turns NaN here
+  # Fault injection for tests: the loss turns NaN from this step on / the process SIGKILLs itself
+  # right after this step (a preemption, with any asynchronous save possibly in flight).
+  inject_nan_at_step: int | None = None
+  kill_at_step: int | None = None
 
 
 def compute_dtype(name: str) -> str:
@@ -169,7 +174,8 @@ def train(exp: experiment.Experiment, model_dir: str, cfg: TrainConfig) -> dict[
   is_main = jax.process_index() == 0
 
   # ---- Mesh and sharding rules ----------------------------------------------------------
-  mesh = partitioning.make_mesh(data=cfg.mesh_data, model=cfg.mesh_model)
+  devices = jax.devices()[:cfg.mesh_devices] if cfg.mesh_devices else None
+  mesh = partitioning.make_mesh(data=cfg.mesh_data, model=cfg.mesh_model, devices=devices)
   rules = partitioning.logical_axis_rules(fsdp=cfg.fsdp)
   batch_sharding = NamedSharding(mesh, P("data"))
   replicated = NamedSharding(mesh, P())
@@ -365,6 +371,8 @@ def train(exp: experiment.Experiment, model_dir: str, cfg: TrainConfig) -> dict[
       if is_save:
         save(step, final_eval if is_eval else None)
       log.advance(step)
+      if cfg.kill_at_step == step:
+        os.kill(os.getpid(), signal.SIGKILL)
   finally:
     ckpt.close()
     if is_main:
