@@ -127,6 +127,8 @@ def test_multiple_choice_needs_choices():
     ("$ 1,200.", "1200.0", 1200.0),
     ("(2).", "2.0", 2.0),
     ("10 - 9 = 1.", "( 10.0 - 9.0 )", 1.0),
+    ("450 seeds.", "450.0", 450.0),
+    ("(10 * 45) seeds in all.", "( 10.0 * 45.0 )", 450.0),
 ])
 def test_arithmetic_labels_are_gold_format_expressions(answer, gold, value):
   r = parse_output(f"Work. The answer is {answer}", kind="arithmetic")
@@ -135,7 +137,7 @@ def test_arithmetic_labels_are_gold_format_expressions(answer, gold, value):
 
 
 @pytest.mark.parametrize("answer", [
-    "(23 + x).", "(14, 21).", "(8 / 4) and (6 / 4).", "((491 - 21", "(some - 8).", "(5 / 0).",
+    "(23 + x).", "(14, 21).", "x + 2 seeds.", "seeds.", "(8 / 4) and (6 / 4).", "((491 - 21", "(some - 8).", "(5 / 0).",
 ])
 def test_arithmetic_unmapped(answer):
   assert parse_output(f"Work. The answer is {answer}", kind="arithmetic").status == UNMAPPED_LABEL

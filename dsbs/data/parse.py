@@ -14,7 +14,7 @@ invented follow-up examples ("\\n\\nPremise: ...", "Q: ..."). The parser
    - "multiple_choice": one letter "(c)" picks `choices[2]`; else X must equal (or, uniquely,
      contain) one choice text. Several letters ("either (b) lake or (d) pond") are ambiguous.
    - "arithmetic": X must be a plain arithmetic expression or number ("(10 - (3 + 6))", "450",
-     "1,200"); the label is that expression in the SVAMP gold format ("( 10.0 - ( 3.0 + 6.0 ) )"),
+     "1,200", "$ 5", "450 seeds", "(10 - 9) = 1" -> "(10 - 9)"); the label is that expression in the SVAMP gold format ("( 10.0 - ( 3.0 + 6.0 ) )"),
      whose VALUE is the teacher's answer (compare with `dsbs.data.arithmetic.expressions_equal`).
      Variables, words, several answers or unbalanced brackets do not map.
    - "numeric": as arithmetic, but the label is the value as a number string ("12", "2.5").
@@ -54,6 +54,7 @@ _ANSWER = re.compile(
 )
 _LEADING_TAG = re.compile(r"^\s*(?:A|Reasonings?|Explanation|Rationale)\s*:\s*", re.IGNORECASE)
 _LETTER = re.compile(r"\(([a-zA-Z])\)")
+_TRAILING_UNITS = re.compile(r"^([\d\s.,+\-*/()]*\d[\d\s.,+\-*/()]*?)\s+[A-Za-z][A-Za-z\s'-]*$")
 _SENTENCE_END = re.compile(r"\.(?:\s|$)")
 
 
@@ -142,6 +143,9 @@ def _candidate_expressions(answer: str) -> list[str]:
       c = c.split("=", 1)[0].strip()
     if c and c not in out:
       out.append(c)
+    units = _TRAILING_UNITS.match(c)  # "450 seeds", "(10 * 45) flowers in all"
+    if units and units.group(1).strip() not in out:
+      out.append(units.group(1).strip())
   return out
 
 

@@ -125,7 +125,7 @@ def _example(spec: benchmarks.DatasetSpec, row: dict[str, Any], path: str, file_
     return Example(ex_id, inputs, gold, None, None, NO_TEACHER, meta)
   result = spec.parse(text, row)
   if result.answer_text is not None:
-    meta["teacher_answer"] = result.answer_text
+    meta["teacher_answer"] = result.answer_text[:300]
   return Example(ex_id, inputs, gold, result.label, result.rationale, result.status, meta)
 
 

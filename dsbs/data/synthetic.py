@@ -170,7 +170,7 @@ def _split_examples(split: str, size: int, cfg: ArithConfig, seen: set[str]) -> 
     result = parse.parse_output(text, kind="numeric")
     meta = {"steps": len(problem.steps), "teacher_noise": noise}
     if result.answer_text is not None:
-      meta["teacher_answer"] = result.answer_text
+      meta["teacher_answer"] = result.answer_text[:300]
     out.append(Example(
         id=f"arith-{split}-{len(out)}", input=problem.text, label=str(problem.answer),
         teacher_label=result.label, rationale=result.rationale, parse_status=result.status,
