@@ -38,3 +38,12 @@ def test_missing_splits_are_skipped_with_a_message(tmp_path, data_dir, caplog):
   splits = tfds.builder("dsbs_anli1", data_dir=str(tmp_path)).info.splits
   assert sorted(splits.keys()) == ["test", "validation"]
   assert "skipping split 'train'" in caplog.text
+
+
+def test_arith_builder(tmp_path):
+  tfds_builders.prepare("arith", tfds_dir=str(tmp_path))
+  ds = tfds.load("dsbs_arith", split="test[:5]", data_dir=str(tmp_path))
+  got = [row["id"].decode() for row in tfds.as_numpy(ds)]
+  assert len(got) == 5 and all(i.startswith("arith-test-") for i in got)
+  info = tfds.builder("dsbs_arith", data_dir=str(tmp_path)).info
+  assert info.splits["train"].num_examples == 5000
