@@ -152,7 +152,8 @@ def test_self_consistency_vote_and_every_filter_counts(tmp_path):
   assert kept[0].rationale == "Sample 1 on q3."
   by_id = {r.id: r for r in _rows(res.filtered_path)}
   assert by_id["e0"].meta["teacher"]["drop_reason"] == "low_agreement"
-  assert by_id["e1"].teacher_label == "no" and by_id["e1"].meta["teacher"]["agrees_with_gold"] is False
+  assert by_id["e1"].teacher_label == "no"
+  assert by_id["e1"].meta["teacher"]["agrees_with_gold"] is False
 
 
 @pytest.mark.parametrize("honour_n", [True, False])
@@ -283,3 +284,48 @@ def test_kill_and_resume_loses_and_repeats_nothing(tmp_path):
   assert len(_rows(killed_out / "in.jsonl")) == n
   prov = json.loads((killed_out / "provenance.json").read_text())["splits"]["in"]
   assert prov["cache"]["hits"] == cached and prov["requests"]["sent"] == n - cached
+
+
+def test_cli_on_released_and_synthetic_benchmarks(tmp_path, data_dir, capsys):
+  # The default responder answers like the prompt's first exemplar: "(b) trunk of the car" for
+  # cqa (so the row's second choice) and "16" for arith.
+  with FakeOpenAIServer(max_seconds=60) as srv:
+    common = ["--base_url", srv.base_url, "--model", "fake", "--quiet", "--limit", "3"]
+    rc = cli.main(["generate", "--dataset", "cqa", "--split", "test", "--data_dir", data_dir,
+                   "--output_dir", str(tmp_path / "cqa"), *common])
+    assert rc == 0, capsys.readouterr().err
+    rows = _rows(tmp_path / "cqa" / "test.jsonl")
+    assert len(rows) == 3
+    for r in rows:
+      assert r.parse_status == record.OK and r.teacher_label == r.meta["choices"][1]
+      assert r.meta["teacher"]["agrees_with_gold"] == (r.label == r.meta["choices"][1])
+    rc = cli.main(["generate", "--dataset", "arith", "--split", "test", "--filter", "disagree",
+                   "--api", "completions", "--output_dir", str(tmp_path / "arith"), *common,
+                   "--limit", "12"])
+    assert rc == 0
+    from dsbs.data import load_examples
+    golds = [e.label for e in load_examples("arith", "test")[:12]]
+    prov = json.loads((tmp_path / "arith" / "provenance.json").read_text())["splits"]["test"]
+    assert prov["filters"]["dropped"]["disagree"] == sum(g != "16" for g in golds)
+    kept = _rows(tmp_path / "arith" / "test.jsonl")
+    assert all(r.teacher_label == "16" and r.label == "16" for r in kept)
+    assert all("teacher_answer" not in r.meta for r in kept)  # the synthetic teacher's is gone
+    capsys.readouterr()
+    rc = cli.main(["generate", "--dataset", "svamp", "--split", "test", "--data_dir", data_dir,
+                   "--prompt_file", prompts.prompts_dir() + "/anli1.json",
+                   "--output_dir", str(tmp_path / "x"), *common])
+    assert rc == 2 and "does not fit dataset svamp" in capsys.readouterr().err
+
+
+def test_rpm_limit_and_connection_errors(tmp_path):
+  with FakeOpenAIServer(answer, max_seconds=30) as srv:
+    t0 = time.monotonic()
+    res = generate.run(_cfg(tmp_path, srv, rpm=600), _examples(5))  # one start per 0.1 s
+    assert time.monotonic() - t0 >= 0.4 and res.kept == 5
+    times = sorted(r.time for r in srv.log)
+    assert min(b - a for a, b in zip(times, times[1:])) >= 0.09
+  # Nothing listens on the server's old port any more: connection errors, retried, then failed.
+  res = generate.run(_cfg(tmp_path / "down", srv, max_retries=1), _examples(2))
+  assert res.failed == 2 and res.kept == 0
+  assert res.provenance["requests"]["by_status"] == {"connection_error": 4}
+  assert res.provenance["requests"]["retries"] == 2

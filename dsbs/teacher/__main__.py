@@ -103,6 +103,19 @@ def _load_prompt(args: argparse.Namespace):
   raise UsageError("pass --dataset or --prompt_file")
 
 
+def _check_prompt_fits_dataset(prompt, dataset: str | None) -> None:
+  """A prompt must teach the dataset's answer kind and label set, or nothing would parse."""
+  from dsbs.data import benchmarks  # pylint: disable=g-import-not-at-top
+
+  if dataset not in benchmarks.ALL_DATASETS:
+    return
+  kind, space = benchmarks.kind(dataset), benchmarks.label_space(dataset)
+  got = list(prompt.label_space) if prompt.label_space else None
+  if prompt.kind != kind or got != space:
+    raise UsageError(f"prompt {prompt.path} (kind {prompt.kind}, labels {got}) does not fit "
+                     f"dataset {dataset} (kind {kind}, labels {space})")
+
+
 def _generate(args: argparse.Namespace) -> int:
   from dsbs.teacher import client as client_lib  # pylint: disable=g-import-not-at-top
   from dsbs.teacher import filters, generate, inputs  # pylint: disable=g-import-not-at-top
@@ -112,6 +125,7 @@ def _generate(args: argparse.Namespace) -> int:
   if args.limit is not None and args.limit < 1:
     raise UsageError("--limit must be >= 1")
   prompt = _load_prompt(args)
+  _check_prompt_fits_dataset(prompt, args.dataset)
   if args.input_file:
     examples = inputs.read_user_jsonl(args.input_file, label_space=prompt.label_space,
                                       needs_choices=prompt.kind == "multiple_choice")

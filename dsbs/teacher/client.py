@@ -119,7 +119,7 @@ class ClientStats:
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-  """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None if absent/bad."""
+  """Seconds to wait from a Retry-After value (delta-seconds or HTTP date); None if absent/bad."""
   if not value:
     return None
   value = value.strip()

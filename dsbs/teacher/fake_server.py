@@ -26,7 +26,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 Responder = Callable[[str, int], str]
 
-_EXEMPLAR_ANSWER = re.compile(r"So the answer is ([^\n\"]*?)\.(?=\s|\"|$)")
+# The answer sentence of an exemplar; "<label>" placeholders of an instruction do not match.
+_EXEMPLAR_ANSWER = re.compile(r"So the answer is ([^\n\"<]*?)\.(?=\s|\"|$)")
 
 
 @dataclasses.dataclass
@@ -60,7 +61,7 @@ def exemplar_style_responder(body: Mapping[str, Any]) -> str:
   blob = blob.replace("\\n", "\n")
   m = _EXEMPLAR_ANSWER.search(blob)
   answer = m.group(1) if m else "unknown"
-  return f"I read the question carefully and reason about it step by step. So the answer is {answer}."
+  return f"I read the question and reason about it step by step. So the answer is {answer}."
 
 
 class FakeOpenAIServer:
@@ -99,6 +100,10 @@ class FakeOpenAIServer:
   def request_count(self) -> int:
     with self._lock:
       return len(self.log)
+
+  @property
+  def running(self) -> bool:
+    return self._thread is not None and self._thread.is_alive()
 
   def requests_for(self, question: str) -> list[LoggedRequest]:
     with self._lock:
@@ -214,7 +219,8 @@ class FakeOpenAIServer:
     chat = "messages" in body
     choices = []
     for i, t in enumerate(texts):
-      c: dict[str, Any] = {"index": i, "finish_reason": "length" if fault == "truncated" else "stop"}
+      reason = "length" if fault == "truncated" else "stop"
+      c: dict[str, Any] = {"index": i, "finish_reason": reason}
       if chat:
         c["message"] = {"role": "assistant", "content": t}
       else:
@@ -234,7 +240,7 @@ def serve_forever(host: str = "127.0.0.1", port: int = 8000) -> None:
   server.start()
   print(f"fake OpenAI-compatible server on {server.base_url} (Ctrl-C to stop)", flush=True)
   try:
-    while server._thread is not None and server._thread.is_alive():  # pylint: disable=protected-access
-      server._thread.join(1.0)  # pylint: disable=protected-access
+    while server.running:
+      time.sleep(1.0)
   except KeyboardInterrupt:
     server.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import os
 import sys
 import time
@@ -108,9 +109,12 @@ class RunResult:
 
 @dataclasses.dataclass
 class _Job:
-  prompt: Any
-  params: dict[str, Any]
-  missing: list[tuple[int, str]]  # (sample index, key)
+  example: int  # index into the run's examples
+  missing: list[tuple[int, str]]  # (sample index, key) still to fetch
+
+
+_MAX_FAILURE_LINES = 10
+_CHUNK = 1000
 
 
 def labels_agree(kind: str, a: str, b: str) -> bool:
@@ -128,25 +132,52 @@ def _render(cfg: RunConfig, text: str) -> Any:
   return cfg.prompt.render_completion(text)
 
 
-def _plan(cfg: RunConfig, examples: Sequence[Example]) -> tuple[list[list[str]], list[Any], list[dict]]:
-  """Per example: its sample keys, rendered prompt, and per-sample request params."""
-  sampling = cfg.sampling
-  stop = sampling.stop if sampling.stop is not None else cfg.prompt.stop
-  base = sampling.params(stop)
-  keys, rendered, params = [], [], []
+
+def _base_params(cfg: RunConfig) -> dict[str, Any]:
+  stop = cfg.sampling.stop if cfg.sampling.stop is not None else cfg.prompt.stop
+  return cfg.sampling.params(stop)
+
+
+def _request_params(cfg: RunConfig, base: dict[str, Any], sample: int) -> dict[str, Any]:
+  """The sent parameters of one sample: in repeat mode, sample i uses seed + i."""
+  if cfg.sampling.sample_mode == REPEAT and cfg.sampling.seed is not None:
+    return {**base, "seed": cfg.sampling.seed + sample}
+  return base
+
+
+def _keys(cfg: RunConfig, examples: Sequence[Example]) -> list[list[str]]:
+  """Per example, the cache keys of its samples (prompts are rendered again when sent)."""
+  base = _base_params(cfg)
+  out = []
   for ex in examples:
     prompt = _render(cfg, ex.input)
-    ks, ps = [], []
-    for i in range(sampling.num_samples):
-      ks.append(cache_lib.sample_key(cfg.endpoint.api, prompt, cfg.endpoint.model, base, i))
-      p = dict(base)
-      if sampling.sample_mode == REPEAT and sampling.seed is not None:
-        p["seed"] = sampling.seed + i
-      ps.append(p)
-    keys.append(ks)
-    rendered.append(prompt)
-    params.append(ps)
-  return keys, rendered, params
+    out.append([cache_lib.sample_key(cfg.endpoint.api, prompt, cfg.endpoint.model, base, i)
+                for i in range(cfg.sampling.num_samples)])
+  return out
+
+
+def _present(cache: cache_lib.ResponseCache, keys: list[list[str]]) -> set[str]:
+  """The keys with a readable cached sample, read in chunks to bound memory."""
+  flat = [k for ks in keys for k in ks]
+  found: set[str] = set()
+  for i in range(0, len(flat), _CHUNK):
+    found.update(cache.get_many(flat[i:i + _CHUNK]))
+  return found
+
+
+def _jobs(cfg: RunConfig, keys: list[list[str]], present: set[str]) -> list[_Job]:
+  jobs: list[_Job] = []
+  queued: set[str] = set()  # identical inputs share keys: fetch each sample once
+  for idx, ks in enumerate(keys):
+    missing = [(i, k) for i, k in enumerate(ks) if k not in present and k not in queued]
+    queued.update(k for _, k in missing)
+    if not missing:
+      continue
+    if cfg.sampling.sample_mode == N_PARAM:
+      jobs.append(_Job(idx, missing))
+    else:
+      jobs.extend(_Job(idx, [m]) for m in missing)
+  return jobs
 
 
 class _Progress:
@@ -178,22 +209,37 @@ class _Progress:
       self.bar.close()
 
 
-async def _run_jobs(cfg: RunConfig, jobs: list[_Job], cache: cache_lib.ResponseCache,
-                    stats: client_lib.ClientStats, progress: _Progress) -> int:
+
+async def _run_jobs(cfg: RunConfig, examples: Sequence[Example], jobs: list[_Job],
+                    cache: cache_lib.ResponseCache, stats: client_lib.ClientStats,
+                    progress: _Progress) -> int:
   """Sends every job; commits each response at once. Returns the number of failed samples."""
   failed = 0
+  failure_lines = 0
+  base = _base_params(cfg)
   it: Iterator[_Job] = iter(jobs)
+
+  def report(message: str) -> None:
+    nonlocal failure_lines
+    failure_lines += 1
+    if failure_lines > _MAX_FAILURE_LINES:
+      return
+    if failure_lines == _MAX_FAILURE_LINES:
+      message += " (further failures are only counted)"
+    if progress.bar is not None:
+      progress.bar.write(f"dsbs.teacher: request failed: {message}", file=sys.stderr)
+    else:
+      print(f"dsbs.teacher: request failed: {message}", file=sys.stderr)
 
   async def worker(client: client_lib.OpenAIClient) -> None:
     nonlocal failed
     for job in it:
+      prompt = _render(cfg, examples[job.example].input)
       missing = list(job.missing)
       try:
         while missing:
-          if cfg.sampling.sample_mode == N_PARAM:
-            comp = await client.complete(job.prompt, job.params, n=len(missing))
-          else:
-            comp = await client.complete(job.prompt, job.params, n=1)
+          n = len(missing) if cfg.sampling.sample_mode == N_PARAM else 1
+          comp = await client.complete(prompt, _request_params(cfg, base, missing[0][0]), n=n)
           got = comp.choices[:len(missing)]
           cache.put_many(
               (key, {"text": c.text, "finish_reason": c.finish_reason, "model": cfg.endpoint.model,
@@ -206,10 +252,7 @@ async def _run_jobs(cfg: RunConfig, jobs: list[_Job], cache: cache_lib.ResponseC
       except client_lib.EndpointError as e:
         failed += len(missing)
         progress.update(failed=len(missing))
-        if progress.bar is not None:
-          progress.bar.write(f"request failed: {e}", file=sys.stderr)
-        else:
-          print(f"dsbs.teacher: request failed: {e}", file=sys.stderr)
+        report(f"{examples[job.example].id}: {e}")
 
   async with client_lib.OpenAIClient(cfg.endpoint, stats=stats, on_retry=progress.refresh) as c:
     workers = [asyncio.ensure_future(worker(c)) for _ in range(cfg.endpoint.concurrency)]
@@ -223,29 +266,12 @@ async def _run_jobs(cfg: RunConfig, jobs: list[_Job], cache: cache_lib.ResponseC
   return failed
 
 
-def _jobs(cfg: RunConfig, keys, rendered, params, cached: dict) -> list[_Job]:
-  jobs: list[_Job] = []
-  queued: set[str] = set()
-  for ks, prompt, ps in zip(keys, rendered, params):
-    missing = [(i, k) for i, k in enumerate(ks) if k not in cached and k not in queued]
-    queued.update(k for _, k in missing)
-    if not missing:
-      continue
-    if cfg.sampling.sample_mode == N_PARAM:
-      jobs.append(_Job(prompt, ps[0], missing))
-    else:
-      jobs.extend(_Job(prompt, ps[i], [(i, k)]) for i, k in missing)
-  return jobs
-
-
 def _finish(cfg: RunConfig, ex: Example, samples: list[dict | None]) -> tuple[Example, list[str]]:
   """Parses, votes and checks one input; returns the output record and its failing checks."""
   choices = ex.meta.get("choices")
   present = [s for s in samples if s is not None]
   parsed = [cfg.prompt.parse(s["text"], choices=choices) for s in present]
-  same = None
-  if cfg.prompt.kind in ("arithmetic", "numeric"):
-    same = lambda a, b: labels_agree(cfg.prompt.kind, a, b)  # pylint: disable=unnecessary-lambda-assignment
+  same = functools.partial(labels_agree, cfg.prompt.kind)
   v = vote_lib.majority_vote(parsed, same=same)
   failed = len(present) < len(samples)
   agrees = None
@@ -282,43 +308,46 @@ def run(cfg: RunConfig, examples: Sequence[Example]) -> RunResult:
   """Runs the teacher over `examples` and writes `<split>.jsonl`, `.filtered.jsonl`, provenance."""
   started, t0 = provenance.now_iso(), time.monotonic()
   stats = client_lib.ClientStats()
-  keys, rendered, params = _plan(cfg, examples)
-  all_keys = [k for ks in keys for k in ks]
+  keys = _keys(cfg, examples)
   cache_path = cfg.resolved_cache_path()
   io.makedirs(cfg.output_dir)
+  base = cfg.output_dir.rstrip("/") + "/" + cfg.split
+  records_path, filtered_path = base + ".jsonl", base + ".filtered.jsonl"
+  tally = filters_lib.Tally()
+  statuses: dict[str, int] = {}
+  kept = dropped = failed_examples = 0
   with cache_lib.ResponseCache(cache_path) as cache:
-    cached = cache.get_many(all_keys)
-    hits = len(cached)
-    jobs = _jobs(cfg, keys, rendered, params, cached)
+    present = _present(cache, keys)
+    hits = sum(1 for ks in keys for k in ks if k in present)
+    jobs = _jobs(cfg, keys, present)
     to_send = sum(len(j.missing) for j in jobs)
     progress = _Progress(to_send, cfg.progress, stats)
     try:
-      failed_samples = asyncio.run(_run_jobs(cfg, jobs, cache, stats, progress)) if jobs else 0
+      failed_samples = (asyncio.run(_run_jobs(cfg, examples, jobs, cache, stats, progress))
+                        if jobs else 0)
     finally:
       progress.close()
-    final = cache.get_many(all_keys)
+    # Rebuild both outputs from the cache, a chunk of inputs at a time.
+    with io.atomic_write_text(records_path) as kept_f, \
+        io.atomic_write_text(filtered_path) as dropped_f:
+      for start in range(0, len(examples), _CHUNK):
+        chunk_keys = keys[start:start + _CHUNK]
+        samples = cache.get_many([k for ks in chunk_keys for k in ks])
+        for ex, ks in zip(examples[start:start + _CHUNK], chunk_keys):
+          out, failing = _finish(cfg, ex, [samples.get(k) for k in ks])
+          reason = cfg.policy.drop_reason(failing)
+          tally.add(failing, reason)
+          statuses[out.parse_status] = statuses.get(out.parse_status, 0) + 1
+          if reason is None:
+            kept += 1
+            kept_f.write(out.to_json() + "\n")
+          else:
+            dropped += 1
+            failed_examples += reason == filters_lib.FAILED
+            meta = {**out.meta, "teacher": {**out.meta["teacher"], "drop_reason": reason}}
+            dropped_f.write(dataclasses.replace(out, meta=meta).to_json() + "\n")
     corrupt = cache.corrupt_rows
 
-  tally = filters_lib.Tally()
-  statuses: dict[str, int] = {}
-  kept_rows, dropped_rows, failed_examples = [], [], 0
-  for ex, ks in zip(examples, keys):
-    out, failing = _finish(cfg, ex, [final.get(k) for k in ks])
-    reason = cfg.policy.drop_reason(failing)
-    tally.add(failing, reason)
-    statuses[out.parse_status] = statuses.get(out.parse_status, 0) + 1
-    if reason == filters_lib.FAILED:
-      failed_examples += 1
-    if reason is None:
-      kept_rows.append(out)
-    else:
-      meta = {**out.meta, "teacher": {**out.meta["teacher"], "drop_reason": reason}}
-      dropped_rows.append(dataclasses.replace(out, meta=meta))
-
-  base = cfg.output_dir.rstrip("/") + "/" + cfg.split
-  records_path, filtered_path = base + ".jsonl", base + ".filtered.jsonl"
-  record.write_jsonl(records_path, kept_rows)
-  record.write_jsonl(filtered_path, dropped_rows)
   ep, s = cfg.endpoint, cfg.sampling
   entry = {
       "source": cfg.source,
@@ -343,11 +372,10 @@ def run(cfg: RunConfig, examples: Sequence[Example]) -> RunResult:
                 "completion_tokens": stats.completion_tokens},
       "cache": {"path": cache_path, "hits": hits, "new": to_send - failed_samples,
                 "corrupt_rows_ignored": corrupt},
-      "examples": {"total": len(examples), "kept": len(kept_rows), "dropped": len(dropped_rows),
+      "examples": {"total": len(examples), "kept": kept, "dropped": dropped,
                    "failed": failed_examples, "parse_status": dict(sorted(statuses.items()))},
       "outputs": {"records": records_path, "filtered": filtered_path},
   }
   prov_path = provenance.write(cfg.output_dir, cfg.split, entry)
-  return RunResult(records_path, filtered_path, prov_path, len(kept_rows), len(dropped_rows),
-                   failed_examples, tally.as_dict(), entry)
-
+  return RunResult(records_path, filtered_path, prov_path, kept, dropped, failed_examples,
+                   tally.as_dict(), entry)

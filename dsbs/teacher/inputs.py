@@ -35,7 +35,8 @@ def read_user_jsonl(path: str, *, label_space: Sequence[str] | None = None,
       try:
         row = json.loads(line)
       except json.JSONDecodeError as e:
-        raise RecordError(path, line_no, None, f"malformed JSON: {e.msg} (column {e.colno})") from None
+        raise RecordError(path, line_no, None,
+                          f"malformed JSON: {e.msg} (column {e.colno})") from None
       if not isinstance(row, dict):
         raise RecordError(path, line_no, None, f"expected a JSON object, got {type(row).__name__}")
       unknown = sorted(set(row) - _USER_FIELDS - _CANONICAL_EXTRA)
@@ -51,7 +52,8 @@ def read_user_jsonl(path: str, *, label_space: Sequence[str] | None = None,
       if not isinstance(ex_id, str) or not ex_id:
         raise RecordError(path, line_no, "id", "expected a non-empty string or an integer")
       if ex_id in seen:
-        raise RecordError(path, line_no, "id", f"duplicate id {ex_id!r} (first on line {seen[ex_id]})")
+        raise RecordError(path, line_no, "id",
+                          f"duplicate id {ex_id!r} (first on line {seen[ex_id]})")
       seen[ex_id] = line_no
       label = row.get("label")
       if label is not None:
