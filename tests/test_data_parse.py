@@ -137,7 +137,8 @@ def test_arithmetic_labels_are_gold_format_expressions(answer, gold, value):
 
 
 @pytest.mark.parametrize("answer", [
-    "(23 + x).", "(14, 21).", "x + 2 seeds.", "seeds.", "(8 / 4) and (6 / 4).", "((491 - 21", "(some - 8).", "(5 / 0).",
+    "(23 + x).", "(14, 21).", "x + 2 seeds.", "seeds.", "(8 / 4) and (6 / 4).", "((491 - 21",
+    "(some - 8).", "(5 / 0).",
 ])
 def test_arithmetic_unmapped(answer):
   assert parse_output(f"Work. The answer is {answer}", kind="arithmetic").status == UNMAPPED_LABEL

@@ -14,7 +14,8 @@ invented follow-up examples ("\\n\\nPremise: ...", "Q: ..."). The parser
    - "multiple_choice": one letter "(c)" picks `choices[2]`; else X must equal (or, uniquely,
      contain) one choice text. Several letters ("either (b) lake or (d) pond") are ambiguous.
    - "arithmetic": X must be a plain arithmetic expression or number ("(10 - (3 + 6))", "450",
-     "1,200", "$ 5", "450 seeds", "(10 - 9) = 1" -> "(10 - 9)"); the label is that expression in the SVAMP gold format ("( 10.0 - ( 3.0 + 6.0 ) )"),
+     "1,200", "$ 5", "450 seeds", "(10 - 9) = 1" -> "(10 - 9)"); the label is that expression
+     in the SVAMP gold format ("( 10.0 - ( 3.0 + 6.0 ) )"),
      whose VALUE is the teacher's answer (compare with `dsbs.data.arithmetic.expressions_equal`).
      Variables, words, several answers or unbalanced brackets do not map.
    - "numeric": as arithmetic, but the label is the value as a number string ("12", "2.5").
@@ -128,7 +129,8 @@ def _map_choice(answer: str, choices: Sequence[str]) -> str | None:
     return by_text[head]
   contained = {c for n, c in by_text.items() if n and re.search(r"\b" + re.escape(n) + r"\b", head)}
   # Keep the longest when one match is part of another ("park" inside "state park").
-  maximal = {c for c in contained if not any(c != o and _normalize(c) in _normalize(o) for o in contained)}
+  maximal = {c for c in contained
+             if not any(c != o and _normalize(c) in _normalize(o) for o in contained)}
   return maximal.pop() if len(maximal) == 1 else None
 
 

@@ -65,10 +65,12 @@ def format_table(name: str, stats: dict[str, Any]) -> str:
     share = f"{100.0 * n / stats['rows']:6.2f}%" if stats["rows"] else "     -"
     lines.append(f"  {status:<16} {n:>7}  {share}")
   fmt = lambda v: "-" if v is None else f"{v:.2f}%"
-  lines.append(f"  parse failures   {stats['parse_failures']:>7}  (success {fmt(stats['parse_success_rate'])})")
-  lines.append(f"  teacher accuracy {fmt(stats['teacher_accuracy']):>8} of rows with a teacher output; "
-               f"{fmt(stats['teacher_accuracy_parsed'])} of parsed")
-  for key, title in (("rationale_len_chars", "rationale chars"), ("rationale_len_words", "rationale words"),
+  success = fmt(stats["parse_success_rate"])
+  lines.append(f"  parse failures   {stats['parse_failures']:>7}  (success {success})")
+  lines.append(f"  teacher accuracy {fmt(stats['teacher_accuracy']):>8} of rows with a teacher "
+               f"output; {fmt(stats['teacher_accuracy_parsed'])} of parsed")
+  for key, title in (("rationale_len_chars", "rationale chars"),
+                     ("rationale_len_words", "rationale words"),
                      ("input_len_chars", "input chars")):
     p = stats[key]
     row = "  ".join(f"{k}={v}" for k, v in p.items()) if p else "-"

@@ -95,7 +95,7 @@ def _make_problem(rng: random.Random, cfg: ArithConfig) -> Problem:
       phrases.append(rng.choice(_MUL).format(k=k, n=n))
       steps.append(("*", n, k))
       value += k * n
-  actions = ", then ".join(phrases) if len(phrases) == 2 else f"{phrases[0]}, {phrases[1]}, then {phrases[2]}"
+  actions = ", ".join(phrases[:-1]) + ", then " + phrases[-1]
   question = rng.choice(_QUESTION).format(item=item, name=name)
   text = f"{name} has {start} {item}. {name} {actions}. {question}"
   return Problem(text, start, tuple(steps), value)
