@@ -16,6 +16,7 @@ from dsbs.teacher import __main__ as cli
 from dsbs.teacher import client as client_lib
 from dsbs.teacher import filters
 from dsbs.teacher import generate
+from dsbs.teacher import inputs
 from dsbs.teacher import prompts
 from dsbs.teacher.fake_server import FakeOpenAIServer
 
@@ -283,6 +284,7 @@ def test_kill_and_resume_loses_and_repeats_nothing(tmp_path):
   assert (killed_out / "in.jsonl").read_bytes() == (clean_out / "in.jsonl").read_bytes()
   assert len(_rows(killed_out / "in.jsonl")) == n
   prov = json.loads((killed_out / "provenance.json").read_text())["splits"]["in"]
+  assert prov["source"]["sha256"] == inputs.file_sha256(str(tmp_path / "in.jsonl"))
   assert prov["cache"]["hits"] == cached and prov["requests"]["sent"] == n - cached
 
 
@@ -329,3 +331,22 @@ def test_rpm_limit_and_connection_errors(tmp_path):
   assert res.failed == 2 and res.kept == 0
   assert res.provenance["requests"]["by_status"] == {"connection_error": 4}
   assert res.provenance["requests"]["retries"] == 2
+
+
+def test_dry_run_counts_without_sending_and_render_prints_the_prompt(tmp_path, capsys):
+  _write_inputs(tmp_path, 3)
+  with FakeOpenAIServer(answer, max_seconds=30) as srv:
+    argv = _argv(tmp_path, srv, tmp_path / "out", "--num_samples", "2")
+    assert cli.main(argv + ["--limit", "1"]) == 0
+    capsys.readouterr()
+    assert cli.main(argv + ["--dry_run"]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert srv.request_count == 2
+  assert (counts["inputs"], counts["samples"], counts["cached"], counts["to_send"],
+          counts["requests"]) == (3, 6, 2, 4, 4)
+  assert counts["prompt_chars"] > 0
+  assert cli.main(["render", "--prompt_file", str(tmp_path / "prompt.json"), "--api",
+                   "completions", "--input", "Is ice cold?"]) == 0
+  out = capsys.readouterr().out
+  assert out.startswith("Answer yes or no.\n\nQ: Is snow cold?") and out.endswith(
+      "Q: Is ice cold?\nA:\n")

@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
                  help="response cache (SQLite; default <output_dir>/teacher_cache.sqlite)")
   g.add_argument("--keep_samples", action="store_true", help="store every sample's text in meta")
   g.add_argument("--quiet", action="store_true", help="no progress bar")
+  g.add_argument("--dry_run", action="store_true",
+                 help="print how many samples are cached and how many requests would be sent "
+                 "(requests counts first attempts, before retries), then stop")
 
   r = sub.add_parser("render", help="print the prompt an input would be sent with")
   _add_prompt_flags(r)
@@ -130,11 +133,13 @@ def _generate(args: argparse.Namespace) -> int:
     examples = inputs.read_user_jsonl(args.input_file, label_space=prompt.label_space,
                                       needs_choices=prompt.kind == "multiple_choice")
     split = args.split or os.path.splitext(os.path.basename(args.input_file))[0]
-    source = {"input_file": args.input_file, "num_inputs": len(examples)}
+    source = {"input_file": args.input_file, "sha256": inputs.file_sha256(args.input_file),
+              "num_inputs": len(examples)}
   else:
     examples = inputs.load_benchmark(args.dataset, args.split, args.data_dir)
     split = args.split
-    source = {"dataset": args.dataset, "split": args.split, "num_inputs": len(examples)}
+    source = {"dataset": args.dataset, "split": args.split, "data_dir": args.data_dir,
+              "num_inputs": len(examples)}
   if args.limit is not None:
     examples = examples[:args.limit]
     source["limit"] = args.limit
@@ -166,6 +171,12 @@ def _generate(args: argparse.Namespace) -> int:
       output_dir=args.output_dir, split=split, endpoint=endpoint, prompt=prompt,
       sampling=sampling, policy=policy, chat_style=args.chat_style, cache_path=args.cache_path,
       keep_samples=args.keep_samples, progress=not args.quiet, source=source)
+  if args.num_samples > 1 and temperature == 0:
+    print("dsbs.teacher: warning: several samples at temperature 0 are usually identical; the "
+          "vote then adds nothing", file=sys.stderr)
+  if args.dry_run:
+    print(json.dumps(generate.pending(cfg, examples), sort_keys=True))
+    return 0
   try:
     result = generate.run(cfg, examples)
   except client_lib.FatalEndpointError as e:

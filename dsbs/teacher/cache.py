@@ -50,7 +50,7 @@ class ResponseCache:
     self.corrupt_rows = 0
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
-      self._db = sqlite3.connect(path, isolation_level=None)
+      self._db = sqlite3.connect(path, isolation_level=None, timeout=60.0)
       self._db.execute("PRAGMA journal_mode=WAL")
       self._db.execute("PRAGMA synchronous=FULL")
       self._db.execute(_SCHEMA)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import json
 import os
 import sys
 import time
@@ -302,6 +303,19 @@ def _finish(cfg: RunConfig, ex: Example, samples: list[dict | None]) -> tuple[Ex
       ex, teacher_label=None if failed else v.label, rationale=None if failed else v.rationale,
       parse_status=status, meta={**meta, "teacher": teacher})
   return out, failing
+
+
+def pending(cfg: RunConfig, examples: Sequence[Example]) -> dict[str, int]:
+  """What a run would do now: samples cached, samples and requests to send (sends nothing)."""
+  keys = _keys(cfg, examples)
+  with cache_lib.ResponseCache(cfg.resolved_cache_path()) as cache:
+    present = _present(cache, keys)
+  jobs = _jobs(cfg, keys, present)
+  prompt_chars = sum(len(json.dumps(_render(cfg, examples[j.example].input))) for j in jobs)
+  return {"inputs": len(examples), "samples": sum(len(ks) for ks in keys),
+          "cached": sum(1 for ks in keys for k in ks if k in present),
+          "to_send": sum(len(j.missing) for j in jobs), "requests": len(jobs),
+          "prompt_chars": prompt_chars}
 
 
 def run(cfg: RunConfig, examples: Sequence[Example]) -> RunResult:

@@ -8,6 +8,7 @@ field.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Sequence
@@ -81,6 +82,15 @@ def read_user_jsonl(path: str, *, label_space: Sequence[str] | None = None,
       out.append(Example(id=ex_id, input=text, label=label, parse_status=record.NO_TEACHER,
                          meta=meta))
   return out
+
+
+def file_sha256(path: str) -> str:
+  """The sha256 of a file's bytes, for provenance."""
+  h = hashlib.sha256()
+  with io.open_bytes(path) as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
 
 
 def load_benchmark(dataset: str, split: str, data_dir: str | None = None) -> list[Example]:
