@@ -324,8 +324,8 @@ def test_rpm_limit_and_connection_errors(tmp_path):
     t0 = time.monotonic()
     res = generate.run(_cfg(tmp_path, srv, rpm=600), _examples(5))  # one start per 0.1 s
     assert time.monotonic() - t0 >= 0.4 and res.kept == 5
-    times = sorted(r.time for r in srv.log)
-    assert min(b - a for a, b in zip(times, times[1:])) >= 0.09
+    times = sorted(r.time for r in srv.log)  # as received: allow some network jitter
+    assert times[-1] - times[0] >= 0.35 and min(b - a for a, b in zip(times, times[1:])) >= 0.05
   # Nothing listens on the server's old port any more: connection errors, retried, then failed.
   res = generate.run(_cfg(tmp_path / "down", srv, max_retries=1), _examples(2))
   assert res.failed == 2 and res.kept == 0

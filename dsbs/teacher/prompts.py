@@ -82,14 +82,17 @@ class PromptSpec:
   def _question(self, text: str) -> str:
     return f"{self.question_prefix}{text.strip()}"
 
-  def render_completion(self, text: str) -> str:
-    """One text prompt for /completions: instruction, exemplars, the question, the answer tag."""
-    parts = [self.instruction.strip()] if self.instruction.strip() else []
-    for ex in self.exemplars:
-      parts.append(f"{self._question(ex.input)}\n{self.answer_prefix} "
-                   f"{self.answer_text(ex.rationale, ex.answer)}")
+  def _few_shot_block(self, text: str) -> str:
+    """Exemplars as Q/A pairs, then the question and the bare answer tag to continue from."""
+    parts = [f"{self._question(ex.input)}\n{self.answer_prefix} "
+             f"{self.answer_text(ex.rationale, ex.answer)}" for ex in self.exemplars]
     parts.append(f"{self._question(text)}\n{self.answer_prefix}")
     return "\n\n".join(parts)
+
+  def render_completion(self, text: str) -> str:
+    """One text prompt for /completions: instruction, exemplars, the question, the answer tag."""
+    block = self._few_shot_block(text)
+    return f"{self.instruction.strip()}\n\n{block}" if self.instruction.strip() else block
 
   def render_chat(self, text: str, style: str | None = None) -> Messages:
     """Chat messages for /chat/completions, exemplars as turns or as one block."""
@@ -106,10 +109,7 @@ class PromptSpec:
                          "content": self.answer_text(ex.rationale, ex.answer)})
       messages.append({"role": "user", "content": self._question(text)})
     else:
-      block = self.render_completion(text)
-      if self.instruction.strip():
-        block = block[len(self.instruction.strip()):].lstrip("\n")
-      messages.append({"role": "user", "content": block})
+      messages.append({"role": "user", "content": self._few_shot_block(text)})
     return messages
 
 
