@@ -1,9 +1,10 @@
 """Teacher-output parser and arithmetic helper: pure-function tests on hand-written texts."""
 import pytest
 
-from dsbs.data import arithmetic, parse_output, parse_released
+from dsbs.data import ParseResult, arithmetic, parse_output, parse_released
 from dsbs.data.parse import cut_followups, format_number
-from dsbs.data.record import EMPTY_RATIONALE, NO_ANSWER, NO_TEACHER, OK, PARSE_STATUSES, UNMAPPED_LABEL
+from dsbs.data.record import (EMPTY_RATIONALE, NO_ANSWER, NO_TEACHER, OK, PARSE_STATUSES,
+                              UNMAPPED_LABEL)
 
 NLI = ["entailment", "neutral", "contradiction"]
 CHOICES = ["british columbia", "body of water", "wooded area", "pay debts", "zoo"]
@@ -59,6 +60,7 @@ def test_every_status_reachable():
   assert got == set(PARSE_STATUSES)
   r = parse_output("So the answer is neutral.", label_space=NLI)
   assert (r.status, r.label, r.rationale) == (EMPTY_RATIONALE, "neutral", None)
+  assert parse_output(None, kind="arithmetic") == ParseResult(None, None, NO_TEACHER, None)
 
 
 def test_not_label_prefix_does_not_map():

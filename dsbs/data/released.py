@@ -9,6 +9,10 @@ Splits: `validation` is the released `valid` file where one exists (anli1, esnli
 have none; their validation split is a deterministic slice of train: the rows whose
 sha256("dsbs-validation-v1:" + id) sorts in the last 10% (a fixed-seed permutation that does not
 depend on any library version or on row order), and `train` then excludes those rows.
+
+Ids: the row's own id where the file has one (anli1 `uid`, cqa `id`), else
+`<ds>-<file split>-<row index in that file>` ("esnli-valid-12", "svamp-train-7"), so an id
+names its source row whichever canonical split it lands in.
 """
 from __future__ import annotations
 
