@@ -48,3 +48,12 @@ def test_errors_are_one_line_exit_2(tmp_path, data_dir):
   r = _cli("stats", "--dataset=svamp", "--split=test",
            env={"DSBS_DATA_DIR": str(tmp_path / "nowhere")})
   assert r.returncode == 2 and "DSBS_DATA_DIR" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_data_layer_import_stays_light():
+  code = ("import sys, dsbs.data, dsbs.data.stats, dsbs.data.synthetic, dsbs.data.__main__; "
+          "print(sorted(m for m in ('tensorflow', 'seqio', 'tensorflow_datasets', 'jax') "
+          "if m in sys.modules))")
+  r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                     timeout=60, check=True)
+  assert r.stdout.strip() == "[]"
