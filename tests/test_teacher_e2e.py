@@ -1,4 +1,5 @@
 """End-to-end teacher runs against the fake OpenAI-compatible server, with injected faults."""
+import dataclasses
 import json
 import os
 import pathlib
@@ -331,6 +332,10 @@ def test_rpm_limit_and_connection_errors(tmp_path):
   assert res.failed == 2 and res.kept == 0
   assert res.provenance["requests"]["by_status"] == {"connection_error": 4}
   assert res.provenance["requests"]["retries"] == 2
+  down = dataclasses.replace(_cfg(tmp_path / "down2", srv, max_retries=0, concurrency=1),
+                             max_consecutive_failures=3)
+  with pytest.raises(generate.RunAborted, match="3 requests in a row failed"):
+    generate.run(down, _examples(10))
 
 
 def test_dry_run_counts_without_sending_and_render_prints_the_prompt(tmp_path, capsys):

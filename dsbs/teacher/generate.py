@@ -85,6 +85,7 @@ class RunConfig:
   cache_path: str | None = None  # default: <output_dir>/teacher_cache.sqlite
   keep_samples: bool = False
   progress: bool = True
+  max_consecutive_failures: int = 25  # then the endpoint is taken to be down: stop the run
   source: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def resolved_cache_path(self) -> str:
@@ -106,6 +107,10 @@ class RunResult:
   failed: int
   tally: dict[str, Any]
   provenance: dict[str, Any]
+
+
+class RunAborted(RuntimeError):
+  """Too many requests failed in a row: the endpoint looks down; completed work is cached."""
 
 
 @dataclasses.dataclass
@@ -217,6 +222,7 @@ async def _run_jobs(cfg: RunConfig, examples: Sequence[Example], jobs: list[_Job
   """Sends every job; commits each response at once. Returns the number of failed samples."""
   failed = 0
   failure_lines = 0
+  consecutive = 0
   base = _base_params(cfg)
   it: Iterator[_Job] = iter(jobs)
 
@@ -233,7 +239,7 @@ async def _run_jobs(cfg: RunConfig, examples: Sequence[Example], jobs: list[_Job
       print(f"dsbs.teacher: request failed: {message}", file=sys.stderr)
 
   async def worker(client: client_lib.OpenAIClient) -> None:
-    nonlocal failed
+    nonlocal failed, consecutive
     for job in it:
       prompt = _render(cfg, examples[job.example].input)
       missing = list(job.missing)
@@ -247,13 +253,19 @@ async def _run_jobs(cfg: RunConfig, examples: Sequence[Example], jobs: list[_Job
                      "time": time.time()})
               for (_, key), c in zip(missing, got))
           missing = missing[len(got):]
+          consecutive = 0
           progress.update(done=len(got))
       except client_lib.FatalEndpointError:
         raise
       except client_lib.EndpointError as e:
         failed += len(missing)
+        consecutive += 1
         progress.update(failed=len(missing))
         report(f"{examples[job.example].id}: {e}")
+        if consecutive >= cfg.max_consecutive_failures:
+          raise RunAborted(f"{consecutive} requests in a row failed (last: {e}); stopping. Check "
+                           "the endpoint, then rerun the same command: completed responses are "
+                           "cached") from None
 
   async with client_lib.OpenAIClient(cfg.endpoint, stats=stats, on_retry=progress.refresh) as c:
     workers = [asyncio.ensure_future(worker(c)) for _ in range(cfg.endpoint.concurrency)]
