@@ -12,6 +12,7 @@ _CORE = [
     "orbax-checkpoint",
     "seqio>=0.0.19",
     "tensorflow-datasets",
+    "importlib_resources",  # tensorflow-datasets imports it without declaring it
     "gin-config",
     "sentencepiece",
     "safetensors",
