@@ -1,0 +1,194 @@
+"""Batched autoregressive decoding with the KV cache: greedy and beam search.
+
+Both run one `lax.while_loop` over at most `max_decode_len` steps and stop early once every
+sequence is finished (greedy: all emitted EOS; beam: no live beam can beat the k-th finished
+one). They take the `Transformer` module and its params, encode once, then feed one token per
+step through `Transformer.decode(..., decode=True)`. Both are jit-compatible: close over the
+module and the static sizes, e.g.
+
+    decode = jax.jit(functools.partial(greedy_decode, model, max_decode_len=64))
+    result = decode(params, encoder_input_tokens)
+
+Outputs exclude the decoder start token; positions after EOS hold 0 (padding).
+Beam scores use Google's length normalisation (Wu et al., 2016; T5X): sum(log p) / ((5 + len)
+/ 6) ** alpha, with alpha = 0 giving plain sequence log-probabilities.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from dsbs.model.t5 import Transformer
+
+Array = jax.Array
+NEG_INF = -1.0e7  # finite "minus infinity" keeps arithmetic NaN-free
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeResult:
+  """tokens: [batch, len] (greedy) or [batch, beams, len] best-first (beam); scores alike."""
+  tokens: Array
+  scores: Array
+
+
+jax.tree_util.register_dataclass(DecodeResult, data_fields=["tokens", "scores"], meta_fields=[])
+
+
+def brevity_penalty(alpha: float, length: Array) -> Array:
+  """((5 + length) / 6) ** alpha (1 when alpha == 0)."""
+  return jnp.power((5.0 + length.astype(jnp.float32)) / 6.0, alpha)
+
+
+def _encode(model: Transformer, params: Any, encoder_input_tokens: Array,
+            encoder_segment_ids: Array | None) -> Array:
+  return model.apply({"params": params}, encoder_input_tokens, encoder_segment_ids,
+                     enable_dropout=False, method=Transformer.encode)
+
+
+def init_cache(model: Transformer, params: Any, encoder_input_tokens: Array,
+               max_decode_len: int) -> Any:
+  """Zeroed KV cache ('cache' collection) for `max_decode_len` steps of this batch."""
+  batch = encoder_input_tokens.shape[0]
+  dec = jnp.ones((batch, max_decode_len), jnp.int32)
+
+  def shapes():
+    _, variables = model.apply({"params": params}, encoder_input_tokens, dec, dec, decode=True,
+                               enable_dropout=False, max_decode_length=max_decode_len,
+                               mutable=["cache"])
+    return variables["cache"]
+
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(shapes))
+
+
+def _step(model: Transformer, params: Any, cache: Any, encoded: Array, encoder_tokens: Array,
+          tokens: Array, max_decode_len: int) -> tuple[Array, Any]:
+  """One decoder step: tokens [n] -> float32 log-probs [n, vocab] and the updated cache."""
+  logits, variables = model.apply(
+      {"params": params, "cache": cache}, encoded, encoder_tokens, tokens[:, None],
+      tokens[:, None], enable_dropout=False, decode=True, max_decode_length=max_decode_len,
+      mutable=["cache"], method=Transformer.decode)
+  return jax.nn.log_softmax(logits[:, 0].astype(jnp.float32)), variables["cache"]
+
+
+def greedy_decode(model: Transformer, params: Any, encoder_input_tokens: Array,
+                  max_decode_len: int, eos_id: int = 1, decoder_start_id: int = 0,
+                  encoder_segment_ids: Array | None = None) -> DecodeResult:
+  """Argmax decoding. scores: sum of log-probs of the emitted tokens (EOS included)."""
+  batch = encoder_input_tokens.shape[0]
+  encoded = _encode(model, params, encoder_input_tokens, encoder_segment_ids)
+  cache = init_cache(model, params, encoder_input_tokens, max_decode_len)
+  init = (jnp.array(0, jnp.int32), jnp.full((batch,), decoder_start_id, jnp.int32),
+          jnp.zeros((batch, max_decode_len), jnp.int32), jnp.zeros((batch,), jnp.float32),
+          jnp.zeros((batch,), bool), cache)
+
+  def cond(state):
+    i, _, _, _, done, _ = state
+    return jnp.logical_and(i < max_decode_len, jnp.logical_not(jnp.all(done)))
+
+  def body(state):
+    i, cur, out, scores, done, cache = state
+    logp, cache = _step(model, params, cache, encoded, encoder_input_tokens, cur, max_decode_len)
+    nxt = jnp.argmax(logp, axis=-1).astype(jnp.int32)
+    tok_logp = jnp.take_along_axis(logp, nxt[:, None], axis=-1)[:, 0]
+    nxt = jnp.where(done, 0, nxt)
+    scores = scores + jnp.where(done, 0.0, tok_logp)
+    out = lax.dynamic_update_slice(out, nxt[:, None], (0, i))
+    done = jnp.logical_or(done, nxt == eos_id)
+    return i + 1, nxt, out, scores, done, cache
+
+  _, _, out, scores, _, _ = lax.while_loop(cond, body, init)
+  return DecodeResult(out, scores)
+
+
+def _gather_beams(tree: Any, beam_idx: Array, batch: int, beams: int, batch_axis: int) -> Any:
+  """Reorders the flattened (batch*beams) axis of every cache array by `beam_idx` [batch, k']."""
+  flat_idx = (jnp.arange(batch)[:, None] * beams + beam_idx).reshape(-1)
+
+  def gather(x):
+    if x.ndim <= batch_axis:  # cache_index counters
+      return x
+    return jnp.take(x, flat_idx, axis=batch_axis)
+
+  return jax.tree.map(gather, tree)
+
+
+def beam_search(model: Transformer, params: Any, encoder_input_tokens: Array,
+                max_decode_len: int, num_beams: int = 4, alpha: float = 0.6, eos_id: int = 1,
+                decoder_start_id: int = 0,
+                encoder_segment_ids: Array | None = None) -> DecodeResult:
+  """Beam search with length normalisation `alpha`; returns all beams, best first.
+
+  Each step expands every live beam, keeps the 2k best continuations, moves those ending in EOS
+  to the finished pool (top k by normalised score) and the k best others stay live. Stops when
+  the best live beam, even at the longest length, cannot beat the worst of k finished ones.
+  Beams still live at `max_decode_len` compete with finished ones for the k outputs.
+  """
+  batch, k = encoder_input_tokens.shape[0], num_beams
+  length = max_decode_len
+  batch_axis = 1 if model.config.scan_layers else 0
+  encoded = _encode(model, params, encoder_input_tokens, encoder_segment_ids)
+  enc_tokens = jnp.repeat(encoder_input_tokens, k, axis=0)
+  encoded = jnp.repeat(encoded, k, axis=0)
+  cache = init_cache(model, params, enc_tokens, length)
+
+  live_seqs = jnp.zeros((batch, k, length), jnp.int32)
+  live_logp = jnp.tile(jnp.array([0.0] + [NEG_INF] * (k - 1), jnp.float32), (batch, 1))
+  fin_seqs = jnp.zeros((batch, k, length), jnp.int32)
+  fin_scores = jnp.full((batch, k), NEG_INF, jnp.float32)
+  fin_flags = jnp.zeros((batch, k), bool)
+  max_bp = brevity_penalty(alpha, jnp.array(length))
+
+  def cond(state):
+    i, _, live_logp, _, fin_scores, fin_flags, _ = state
+    best_possible = live_logp[:, 0] / max_bp
+    worst_finished = jnp.where(jnp.all(fin_flags, axis=1), jnp.min(fin_scores, axis=1), NEG_INF)
+    can_improve = jnp.any(best_possible > worst_finished)
+    return jnp.logical_and(i < length, can_improve)
+
+  def body(state):
+    i, live_seqs, live_logp, fin_seqs, fin_scores, fin_flags, cache = state
+    prev = jnp.where(i == 0, decoder_start_id,
+                     lax.dynamic_index_in_dim(live_seqs, jnp.maximum(i - 1, 0), axis=2, keepdims=False))
+    logp, cache = _step(model, params, cache, encoded, enc_tokens, prev.reshape(-1).astype(jnp.int32),
+                        length)
+    vocab = logp.shape[-1]
+    cand = live_logp[:, :, None] + logp.reshape(batch, k, vocab)
+    top_logp, top_idx = lax.top_k(cand.reshape(batch, k * vocab), 2 * k)
+    top_beam, top_tok = top_idx // vocab, (top_idx % vocab).astype(jnp.int32)
+    top_seqs = jnp.take_along_axis(live_seqs, top_beam[:, :, None], axis=1)
+    top_seqs = lax.dynamic_update_slice(top_seqs, top_tok[:, :, None], (0, 0, i))
+    is_eos = top_tok == eos_id
+    # An EOS continuation finishes only if it ranks among the k best of this step (as in
+    # HuggingFace's beam search): with k = 1 this makes beam search exactly greedy. Candidates
+    # extending a dead (NEG_INF) beam are not real.
+    finishes = is_eos & (top_logp > NEG_INF / 2) & (jnp.arange(2 * k) < k)[None, :]
+
+    # finished pool: old finished + newly finished, keep the k best
+    new_fin = jnp.where(finishes, top_logp / brevity_penalty(alpha, i + 1), NEG_INF)
+    all_scores = jnp.concatenate([fin_scores, new_fin], axis=1)
+    all_seqs = jnp.concatenate([fin_seqs, top_seqs], axis=1)
+    all_flags = jnp.concatenate([fin_flags, finishes], axis=1)
+    fin_scores, keep = lax.top_k(all_scores, k)
+    fin_seqs = jnp.take_along_axis(all_seqs, keep[:, :, None], axis=1)
+    fin_flags = jnp.take_along_axis(all_flags, keep, axis=1)
+
+    # live beams: the k best continuations that did not end
+    live_cand = jnp.where(is_eos, NEG_INF, top_logp)
+    live_logp, keep = lax.top_k(live_cand, k)
+    live_seqs = jnp.take_along_axis(top_seqs, keep[:, :, None], axis=1)
+    parent = jnp.take_along_axis(top_beam, keep, axis=1)
+    cache = _gather_beams(cache, parent, batch, k, batch_axis)
+    return i + 1, live_seqs, live_logp, fin_seqs, fin_scores, fin_flags, cache
+
+  state = (jnp.array(0, jnp.int32), live_seqs, live_logp, fin_seqs, fin_scores, fin_flags, cache)
+  steps, live_seqs, live_logp, fin_seqs, fin_scores, _, _ = lax.while_loop(cond, body, state)
+  # Live beams (no EOS yet) compete with the finished ones at the end; after an early stop none
+  # of them can win, so this only matters when max_decode_len was reached.
+  all_scores = jnp.concatenate([fin_scores, live_logp / brevity_penalty(alpha, steps)], axis=1)
+  all_seqs = jnp.concatenate([fin_seqs, live_seqs], axis=1)
+  scores, keep = lax.top_k(all_scores, k)
+  return DecodeResult(jnp.take_along_axis(all_seqs, keep[:, :, None], axis=1), scores)

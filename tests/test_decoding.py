@@ -1,0 +1,152 @@
+"""KV-cache greedy and beam search: agree with full recomputation, with each other, and with
+transformers' generate()."""
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dsbs import decoding, testing
+from dsbs.model import Transformer, param_tree
+
+MAX_LEN = 10
+
+
+def _greedy_by_recompute(model, params, enc, max_len, eos_id=1):
+  """Reference: re-run the full decoder on the whole prefix each step, no cache."""
+  fwd = jax.jit(lambda dec: model.apply({"params": params}, enc, dec, jnp.ones_like(dec),
+                                        enable_dropout=False))
+  batch = enc.shape[0]
+  out = np.zeros((batch, max_len), np.int32)
+  done = np.zeros(batch, bool)
+  for i in range(max_len):
+    # fixed shape (one compile); causal masking hides the positions beyond i
+    dec_in = np.concatenate([np.zeros((batch, 1), np.int32), out[:, :-1]], axis=1)
+    logits = np.asarray(fwd(jnp.asarray(dec_in)))[:, i]
+    nxt = np.where(done, 0, logits.argmax(-1))
+    out[:, i] = nxt
+    done |= nxt == eos_id
+  return out
+
+
+def _tiny(scan_layers):
+  config = testing.tiny_config(vocab_size=8)
+  params = testing.tiny_params(config, seed=1)
+  # make EOS (id 1) compete with a frequent token so that some sequences finish early
+  kernel = np.array(params["decoder"]["logits_dense"]["kernel"])
+  kernel[:, 1] = kernel[:, 4] + np.random.default_rng(0).normal(0, 0.05, kernel.shape[0])
+  params["decoder"]["logits_dense"]["kernel"] = jnp.asarray(kernel)
+  if scan_layers:  # the same weights in the stacked layout
+    config = config.replace(scan_layers=True)
+    params = param_tree.unflatten(param_tree.scan_layers(param_tree.flatten(params)))
+  enc = testing.random_batch(config, batch=6, input_len=9, seed=2)["encoder_input_tokens"]
+  return Transformer(config), params, jnp.asarray(enc)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  return _tiny(scan_layers=False)
+
+
+@pytest.mark.parametrize("scan_layers", [False, True], ids=["layers", "scanned"])
+def test_greedy_cache_matches_recompute(scan_layers):
+  model, params, enc = _tiny(scan_layers)
+  got = jax.jit(functools.partial(decoding.greedy_decode, model, max_decode_len=MAX_LEN))(
+      params, enc)
+  want = _greedy_by_recompute(model, params, enc, MAX_LEN)
+  np.testing.assert_array_equal(np.asarray(got.tokens), want)
+  assert (want == 1).any(), "fixture should produce some EOS"
+  assert np.all(np.asarray(got.scores) < 0)
+
+
+def test_beam_one_equals_greedy(tiny):
+  model, params, enc = tiny
+  greedy = decoding.greedy_decode(model, params, enc, MAX_LEN)
+  beam = jax.jit(functools.partial(decoding.beam_search, model, max_decode_len=MAX_LEN,
+                                   num_beams=1, alpha=0.0))(params, enc)
+  np.testing.assert_array_equal(np.asarray(beam.tokens[:, 0]), np.asarray(greedy.tokens))
+  np.testing.assert_allclose(np.asarray(beam.scores[:, 0]), np.asarray(greedy.scores), atol=1e-5)
+
+
+def test_beam_scores_at_least_greedy_and_sorted(tiny):
+  model, params, enc = tiny
+  greedy = decoding.greedy_decode(model, params, enc, MAX_LEN)
+  beam = decoding.beam_search(model, params, enc, MAX_LEN, num_beams=4, alpha=0.0)
+  scores = np.asarray(beam.scores)
+  assert beam.tokens.shape == (enc.shape[0], 4, MAX_LEN)
+  assert np.all(scores[:, 0] >= np.asarray(greedy.scores) - 1e-5)
+  assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
+
+
+def test_beam_scores_are_sequence_logprobs(tiny):
+  """A returned beam's score is the model's log-probability of that sequence (alpha=0)."""
+  model, params, enc = tiny
+  beam = decoding.beam_search(model, params, enc, MAX_LEN, num_beams=3, alpha=0.0)
+  toks = np.asarray(beam.tokens[:, 0])
+  dec_in = np.concatenate([np.zeros((toks.shape[0], 1), np.int32), toks[:, :-1]], axis=1)
+  logits = model.apply({"params": params}, enc, jnp.asarray(dec_in), jnp.ones_like(dec_in),
+                       enable_dropout=False)
+  logp = np.asarray(jax.nn.log_softmax(logits))
+  tok_logp = np.take_along_axis(logp, toks[:, :, None], axis=-1)[:, :, 0]
+  # positions up to and including the first EOS count
+  upto = np.cumsum(np.cumsum(toks == 1, axis=1), axis=1) <= 1
+  np.testing.assert_allclose((tok_logp * upto).sum(1), np.asarray(beam.scores[:, 0]), atol=1e-4)
+
+
+def test_length_penalty_changes_normalisation():
+  bp = decoding.brevity_penalty
+  assert float(bp(0.0, jnp.array(7))) == 1.0
+  np.testing.assert_allclose(float(bp(0.6, jnp.array(7))), (12 / 6) ** 0.6, rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def hf_model(tmp_path_factory):
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  from safetensors.numpy import load_file, save_file
+  from dsbs.model import hf
+  # transformers' generate() needs equal encoder/decoder depth (its cache is sized by num_layers)
+  d = testing.make_hf_t5(str(tmp_path_factory.mktemp("hfgen")), "t5_1_1", seed=5, vocab_size=12,
+                         num_decoder_layers=2)
+  path = os.path.join(d, "model.safetensors")
+  tensors = load_file(path)
+  # give EOS an output row close to a frequent token's, so that some beams finish early
+  rng = np.random.default_rng(0)
+  tensors["lm_head.weight"][1] = tensors["lm_head.weight"][7] + rng.normal(0, 0.1, 32)
+  save_file(tensors, path, metadata={"format": "pt"})
+  config, params = hf.load_hf_checkpoint(d)
+  torch_model = transformers.T5ForConditionalGeneration.from_pretrained(d).eval()
+  return config, params, torch_model, torch
+
+
+def _pad_after_eos(x, n):
+  """Pads to n and writes 0 after the first EOS (HF fills finished beams with EOS or pad)."""
+  x = np.pad(x, [(0, 0), (0, n - x.shape[1])])
+  after = np.cumsum(np.cumsum(x == 1, axis=1), axis=1) > 1
+  return np.where(after, 0, x)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_matches_transformers_generate(hf_model, num_beams):
+  config, params, torch_model, torch = hf_model
+  model = Transformer(config)
+  enc = testing.random_batch(config, batch=8, input_len=10, seed=3)["encoder_input_tokens"]
+  ids = torch.tensor(enc, dtype=torch.long)
+  with torch.no_grad():
+    out = torch_model.generate(input_ids=ids, attention_mask=(ids > 0).long(),
+                               max_new_tokens=MAX_LEN, do_sample=False, num_beams=num_beams,
+                               length_penalty=0.0, num_return_sequences=num_beams,
+                               output_scores=True, return_dict_in_generate=True)
+  want = _pad_after_eos(out.sequences.numpy()[:, 1:], MAX_LEN).reshape(8, num_beams, MAX_LEN)
+  if num_beams == 1:
+    got = decoding.greedy_decode(model, params, jnp.asarray(enc), MAX_LEN)
+    np.testing.assert_array_equal(np.asarray(got.tokens), want[:, 0])
+  else:
+    got = decoding.beam_search(model, params, jnp.asarray(enc), MAX_LEN, num_beams=num_beams,
+                               alpha=0.0)
+    np.testing.assert_array_equal(np.asarray(got.tokens)[:, 0], want[:, 0])
+    hf_scores = out.sequences_scores.numpy().reshape(8, num_beams)
+    np.testing.assert_allclose(np.asarray(got.scores)[:, 0], hf_scores[:, 0], atol=1e-3)
+  assert (want == 1).any(), "some sequences should finish with EOS"
