@@ -15,7 +15,8 @@ Names (for dataset <ds>; every name also exists with the suffixes below):
     _pct<p>    train subset of p percent, p in fractions.FRACTIONS (nested; 100 has none)
     _rate<r>   mixtures only: fraction r of sampled examples from the label task, r in RATES
                (default 0.5 has none)
-    _byte      seqio.ByteVocabulary instead of the default T5 SentencePiece vocabulary
+    _byte      seqio.ByteVocabulary; names without it use the default vocabulary: $DSBS_VOCAB at
+               import, else the public T5 SentencePiece model (see dsbs.seqio_ext.vocab)
   e.g. anli1_dsbs_pct10_rate0.25_byte.
 
 Off-grid fractions / rates and other vocabularies: `mixture(...)` (gin-configurable) registers

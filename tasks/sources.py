@@ -16,10 +16,17 @@ variant can use. What each variant reads, per split:
 
 Records a variant cannot use (no gold label, teacher output not OK) are skipped, counted per
 reason and logged once per (task source, split); `skip_counts` returns the counts.
+
+Where the built-in records come from ($DSBS_SOURCE, read on `import dsbs.tasks`):
+  "records" (default)  `dsbs.data.load_examples`: parses the released files / generates arith.
+  "tfds"               the data layer's TFDS builders (`dsbs_<dataset>`), prepared beforehand with
+                       `python -m dsbs.data prepare` into $DSBS_TFDS_DIR (default: TFDS's dir).
+Both feed the same RecordSource, so fractions, filters and task names are identical.
 """
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import os
 import random
@@ -101,6 +108,41 @@ def select(examples: Sequence[record.Example], variant: str, split: str
     cols["label"].append(label)
     cols["rationale"].append(rationale or "")
   return cols, skipped
+
+
+class TfdsLoader:
+  """split -> canonical records read from a prepared `dsbs_<dataset>` TFDS dataset."""
+
+  def __init__(self, dataset: str, tfds_data_dir: str | None = None):
+    self.dataset, self.tfds_data_dir = dataset, tfds_data_dir
+
+  def __repr__(self) -> str:
+    return f"TfdsLoader({self.dataset!r}, tfds_data_dir={self.tfds_data_dir!r})"
+
+  def __call__(self, split: str) -> list[record.Example]:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+    from dsbs.data import tfds_builders  # pylint: disable=g-import-not-at-top  # registers
+
+    name = tfds_builders.tfds_name(self.dataset)
+    builder = tfds.builder(name, data_dir=self.tfds_data_dir)
+    if split not in builder.info.splits:
+      raise ValueError(
+          f"TFDS dataset {name} in {builder.data_dir} has no prepared split {split!r} "
+          f"(has {sorted(builder.info.splits)}); build it with `python -m dsbs.data prepare "
+          f"--dataset={self.dataset}` or unset DSBS_SOURCE=tfds")
+    out = []
+    for i, row in enumerate(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))):
+      text = {k: v.decode("utf-8") for k, v in row.items()}
+      try:
+        meta = json.loads(text.pop("meta") or "{}")
+      except json.JSONDecodeError as e:
+        raise record.RecordError(f"{name}/{split}", i + 1, "meta", f"bad JSON: {e.msg}") from None
+      fields = {k: (v or None) for k, v in text.items()}
+      fields["parse_status"] = fields["parse_status"] or record.NO_TEACHER
+      out.append(record.Example.from_dict({**fields, "meta": meta},
+                                          path=f"{name}/{split}", line=i + 1))
+    return out
 
 
 class RecordSource(seqio.DataSource):
