@@ -102,9 +102,23 @@ def load_definition(path: str) -> dict[str, Any]:
   return sweep
 
 
-def _default_mixture_name(**cell: Any) -> str:
-  import dsbs.tasks  # pylint: disable=g-import-not-at-top
-  return dsbs.tasks.mixture_name(**cell)
+# gin file prefix -> dataset name in the task registry.
+TASK_DATASET = {"anli": "anli1", "cqa": "cqa", "esnli": "esnli", "svamp": "svamp"}
+
+
+def _default_mixture_name(dataset: str, method: str, data_pct: float = 100,
+                          label_rate: float | None = None) -> str:
+  """The registered task/mixture name of a cell, from dsbs.tasks' own naming functions."""
+  from dsbs.tasks import registry  # pylint: disable=g-import-not-at-top
+
+  ds = TASK_DATASET[dataset]
+  if method in registry.MIXTURES:
+    rate = registry.DEFAULT_RATE if label_rate is None else label_rate
+    return registry.mixture_name(ds, method, data_pct, rate)
+  if method not in registry.TASK_VARIANTS:
+    raise ValueError(f"unknown method {method!r}; expected one of "
+                     f"{tuple(registry.MIXTURES) + tuple(registry.TASK_VARIANTS)}")
+  return registry.task_name(ds, method, data_pct)  # label_rate: mixtures only, ignored
 
 
 def _fmt(value: Any) -> str:
@@ -122,8 +136,14 @@ def _gin_literal(value: Any) -> str:
   return json.dumps(value) if isinstance(value, (list, dict)) else repr(value)
 
 
+def _default_uses_label_rate(method: str) -> bool:
+  from dsbs.tasks import registry  # pylint: disable=g-import-not-at-top
+  return method in registry.MIXTURES
+
+
 def expand(sweep: dict[str, Any], path: str = "<sweep>",
            mixture_name: Callable[..., str] = _default_mixture_name,
+           uses_label_rate: Callable[[str], bool] = _default_uses_label_rate,
            repo: str = REPO) -> tuple[list[Job], int]:
   """Returns (jobs, number of collapsed duplicate cells) for a validated definition."""
   unknown = sorted(set(sweep) - set(TOP_KEYS))
@@ -175,7 +195,10 @@ def expand(sweep: dict[str, Any], path: str = "<sweep>",
   for values in itertools.product(*(lists[k] for k in keys)):
     total += 1
     cell = dict(zip(keys, values))
-    name_args = {k: cell[k] for k in ("dataset", "method", "data_pct", "label_rate") if k in cell}
+    if "label_rate" in cell and not uses_label_rate(cell["method"]):
+      cell["label_rate"] = None  # single-task methods have no mixture rate
+    name_args = {k: cell[k] for k in ("dataset", "method", "data_pct", "label_rate")
+                 if cell.get(k) is not None}
     try:
       task = mixture_name(**name_args)
     except (ValueError, KeyError, TypeError) as e:
