@@ -151,17 +151,34 @@ def mixture_name(dataset: str, method: str = "dsbs", fraction: float = 100,
 # Registration.
 
 
+PASSTHROUGH = ("task_kind", "id")  # extra features every dsbs example carries
+
+
 def output_features(vocab: str | None = None) -> dict[str, seqio.Feature]:
-  """inputs/targets in `vocab`; `task_kind` and `id` pass through (mixtures keep them)."""
+  """`inputs` and `targets` in `vocab`.
+
+  `task_kind` and `id` are deliberately not output features: seqio.Evaluator (and so T5X eval)
+  measures every output feature as a sequence and feeds their lengths to the feature converter,
+  which accepts only inputs/targets. Tasks pass extra features through anyway; `DsbsMixture`
+  keeps them in mixtures.
+  """
   voc = vocab_lib.get_vocabulary(_vocab_spec(vocab))
-  passthrough = seqio.PassThroughVocabulary(size=0)
   return {
       "inputs": seqio.Feature(voc, add_eos=True, required=True),
       "targets": seqio.Feature(voc, add_eos=True, required=True),
-      "task_kind": seqio.Feature(passthrough, add_eos=False, required=False, dtype=tf.int32,
-                                 rank=0),
-      "id": seqio.Feature(passthrough, add_eos=False, required=False, dtype=tf.string, rank=0),
   }
+
+
+class DsbsMixture(seqio.Mixture):
+  """A seqio.Mixture that keeps `task_kind` and `id` (plain mixtures keep output features only).
+
+  The feature converter needs `task_kind` to weight the loss; T5X calls `get_dataset` without
+  `passthrough_features`, so they are added here.
+  """
+
+  def get_dataset(self, *args, passthrough_features=None, **kwargs):  # pylint: disable=arguments-differ
+    keep = sorted(set(passthrough_features or ()) | set(PASSTHROUGH))
+    return super().get_dataset(*args, passthrough_features=keep, **kwargs)
 
 
 def _registered(name: str) -> bool:
@@ -184,7 +201,7 @@ def register_task(defn: DatasetDef, variant: str, fraction: float = 100,
                               target="cot" if variant == "cot" else
                               ("rationale" if variant == "rationale" else "label"),
                               task_kind=TASK_KIND[variant]),
-            preprocessors.tokenize_text,
+            seqio.preprocessors.tokenize,
             seqio.CacheDatasetPlaceholder(),
             seqio.preprocessors.append_eos_after_trim,
         ],
@@ -208,7 +225,8 @@ def register_mixture(defn: DatasetDef, method: str = "dsbs", fraction: float = 1
     label_task = register_task(defn, label_variant, fraction, vocab)
     rationale_task = register_task(defn, rationale_variant, fraction, vocab)
     rate = _check_rate(label_rate)
-    seqio.MixtureRegistry.add(name, [(label_task, rate), (rationale_task, 1.0 - rate)])
+    seqio.MixtureRegistry.add(name, [(label_task, rate), (rationale_task, 1.0 - rate)],
+                              mixture_cls=DsbsMixture)
   return name
 
 

@@ -134,3 +134,29 @@ def test_mixture_function_and_gin():
     assert fake_train() == "arith_dsbs_pct10_rate0.4_byte"
   finally:
     gin.clear_config()
+
+
+def test_seqio_evaluator_scores_label_task_only(data_dir, monkeypatch):
+  """The mixture runs through seqio.Evaluator with our feature converter end to end."""
+  from dsbs.seqio_ext.feature_converters import DsbsEncDecFeatureConverter
+
+  monkeypatch.setenv("DSBS_DATA_DIR", data_dir)
+  evaluator = seqio.Evaluator(
+      "svamp_dsbs_byte", DsbsEncDecFeatureConverter(pack=False), eval_split="test",
+      sequence_length={"inputs": 256, "targets": 64}, num_examples=12,
+      async_compute_metrics=False)
+  assert [t.name for t in evaluator.eval_tasks] == ["svamp_label_gt_byte"]
+
+  def perfect(ds):  # what a model that reproduces the targets would decode (padded, with EOS)
+    return [(i, ex["decoder_target_tokens"]) for i, ex in ds.as_numpy_iterator()]
+
+  def wrong_every_other(ds):
+    bad = np.zeros(64, np.int32)
+    bad[:14] = list(b"( 1.0 / 0.0 )") + [1]
+    bad[:13] += 3  # ByteVocabulary ids are byte + 3
+    return [(i, bad if i % 2 else ex["decoder_target_tokens"])
+            for i, ex in ds.as_numpy_iterator()]
+
+  for fn, expected in ((perfect, 100.0), (wrong_every_other, 50.0)):
+    metrics, _ = evaluator.evaluate(compute_metrics=True, predict_fn=fn)
+    assert metrics.result()["svamp_label_gt_byte"]["accuracy"] == expected

@@ -53,14 +53,3 @@ def format_example(dataset: tf.data.Dataset, *, prefix: str, target: str,
     }
 
   return dataset.map(fmt, num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def tokenize_text(dataset: tf.data.Dataset, output_features) -> tf.data.Dataset:
-  """`seqio.preprocessors.tokenize` restricted to the text features (`inputs`, `targets`).
-
-  `id` and `task_kind` are output features too (so mixtures keep them) but are not text.
-  """
-  import seqio  # pylint: disable=g-import-not-at-top
-
-  text = {k: v for k, v in output_features.items() if k in ("inputs", "targets")}
-  return seqio.preprocessors.tokenize(dataset, text, copy_pretokenized=True, with_eos=False)
