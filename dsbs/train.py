@@ -58,7 +58,7 @@ class TrainConfig:
   label_smoothing: float = 0.0
   pack: bool = False
   log_period: int = 10
-  eval_period: int = 200  # EVAL_PERIOD wins when the experiment sets it
+  eval_period: int = 200  # EVAL_PERIOD wins when the experiment sets it; 0: no evaluation
   eval_max_examples: int | None = None  # cap on decoded validation examples (None: all)
   eval_batch_size: int = 64
   checkpoint_period: int = 200  # SAVING_PERIOD wins when the experiment sets it
@@ -299,7 +299,7 @@ def train(exp: experiment.Experiment, model_dir: str, cfg: TrainConfig) -> dict[
     summaries.write_json(io_dir, "provenance.json", _provenance(provider, exp, mesh))
   log = summaries.RunLog(model_dir, start_step=step, total_steps=exp.train_steps, enabled=is_main,
                          tensorboard=cfg.tensorboard, progress=cfg.progress)
-  eval_period = exp.eval_period or cfg.eval_period
+  eval_period = cfg.eval_period if exp.eval_period is None else exp.eval_period
   save_period = exp.saving_period or cfg.checkpoint_period
 
   def run_eval(params) -> dict[str, float]:
@@ -348,8 +348,8 @@ def train(exp: experiment.Experiment, model_dir: str, cfg: TrainConfig) -> dict[
                                   dropout_rng)
       step += 1
       finite = jnp.logical_and(finite, jnp.isfinite(metrics["loss"]))
-      is_eval = step % eval_period == 0 or step == exp.train_steps
-      is_save = step % save_period == 0 or is_eval
+      is_eval = eval_period > 0 and (step % eval_period == 0 or step == exp.train_steps)
+      is_save = step % save_period == 0 or is_eval or step == exp.train_steps
       if step % cfg.log_period == 0 or is_save:
         if not bool(jax.device_get(finite)):  # checked before any save: checkpoints stay good
           raise NonFiniteLossError(

@@ -6,6 +6,7 @@ runner through the experiment macro `MIXTURE_OR_TASK_MODULE = 'test_train_suppor
 """
 import os
 import sys
+import tempfile
 
 import numpy as np
 import seqio
@@ -83,8 +84,22 @@ TrainConfig.log_period = 1
   return path
 
 
+_CACHE_DIR = os.path.join(tempfile.gettempdir(), f"dsbs-test-jax-cache-{os.getuid()}")
+
+
+def share_compilation_cache() -> None:
+  """One persistent XLA cache for this test session and its subprocesses (tiny programs)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def subprocess_env(devices: int = 1) -> dict[str, str]:
   env = dict(os.environ)
+  env["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR
+  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
   env["PYTHONPATH"] = os.pathsep.join([TESTS_DIR, REPO, env.get("PYTHONPATH", "")])
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   env["JAX_PLATFORMS"] = "cpu"

@@ -1,0 +1,167 @@
+"""The built-in runner on a tiny model: pulse, resume equivalence (incl. SIGKILL), NaN stop,
+sharding equivalence on 8 fake CPU devices."""
+import json
+import os
+import subprocess
+
+import gin
+import jax
+import numpy as np
+import pytest
+
+import test_train_support as support
+from dsbs import checkpointing, train
+
+pytestmark = pytest.mark.timeout(300)
+support.share_compilation_cache()
+
+
+@pytest.fixture(autouse=True)
+def _clear_gin():
+  yield
+  gin.clear_config()
+
+
+def _run(tmp_path, name, steps, extra="", argv=()):
+  gin_file = support.tiny_gin(str(tmp_path / f"{name}.gin"), steps=steps, extra=extra)
+  return train.main([f"--gin_file={gin_file}", f"--model_dir={tmp_path / name}", *argv])
+
+
+def _rows(run_dir, kind="train"):
+  with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+    return [r for r in map(json.loads, f) if r["kind"] == kind]
+
+
+def _params(run_dir, step):
+  return checkpointing.restore_params(os.path.join(run_dir, "checkpoints", str(step), "params"))
+
+
+_EXTRA = ("TrainConfig.checkpoint_period = 2\nTrainConfig.eval_period = 100\n"
+          "TrainConfig.eval_max_examples = 8\nDROPOUT_RATE = 0.1")
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+  """One uninterrupted 6-step run shared by the pulse and resume tests."""
+  tmp = tmp_path_factory.mktemp("full")
+  out = _run(tmp, "full", 6, _EXTRA)
+  gin.clear_config()
+  return tmp / "full", out
+
+
+def test_pulse_writes_run_dir(full_run):
+  run_dir, out = full_run
+  for name in ("metrics.jsonl", "operative_config.gin", "experiment.json", "model_config.json",
+               "provenance.json", "train_result.json", "checkpoints/best.json"):
+    assert (run_dir / name).exists(), name
+  rows = _rows(run_dir)
+  assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+  for key in ("loss", "loss_label", "loss_rationale", "lr", "grad_norm", "steps_per_s",
+              "tokens_per_s"):
+    assert np.isfinite(rows[-1][key]), key
+  assert rows[-1]["loss"] < rows[0]["loss"]
+  ev = _rows(run_dir, "eval")[-1]
+  assert ev["step"] == 6
+  assert {"loss/tiny_add_label", "loss/tiny_add_rationale", "tiny_add_label/accuracy",
+          "accuracy"} <= set(ev)
+  assert out["eval"]["tiny_add_label/num_examples"] == 8
+  assert checkpointing.Checkpointer(str(run_dir / "checkpoints")).all_steps() == [2, 4, 6]
+  prov = json.loads((run_dir / "provenance.json").read_text())
+  assert set(prov["tasks"]) == {"tiny_add_label", "tiny_add_rationale"}
+  assert prov["tasks"]["tiny_add_label"]["num_input_examples"]["train"] == 256
+  assert "TrainConfig.log_period = 1" in (run_dir / "operative_config.gin").read_text()
+  exp = json.loads((run_dir / "experiment.json").read_text())
+  assert exp["model_name"] == "tiny" and exp["train_steps"] == 6
+  cfg = json.loads((run_dir / "model_config.json").read_text())
+  assert cfg["vocab_size"] == 384 and cfg["dtype"] == "float32"  # byte vocab (259) padded
+
+
+def test_paper_loss_normalisation():
+  """batch_loss = a * L_label + (1 - a) * L_rationale with the converter's weights."""
+  from dsbs.seqio_ext import feature_converters as fc
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(2, 5, 11)).astype(np.float32)
+  targets = np.array([[3, 4, 1, 0, 0], [5, 6, 7, 8, 1]], np.int32)
+  alpha = 0.75
+  c = fc.kind_coefficients(alpha)
+  real = (targets > 0).astype(np.float32)
+  weights = real * np.array([[c[0] / 3], [c[1] / 5]], np.float32)
+  batch = {"decoder_target_tokens": targets, "decoder_loss_weights": weights,
+           "decoder_task_kind": (real * np.array([[1], [2]])).astype(np.int32)}
+  cfg = train.TrainConfig(z_loss=0.0)
+  loss, aux = train.batch_loss(logits, batch, cfg, "paper")
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  ce = -np.take_along_axis(logp, targets[..., None], -1)[..., 0]
+  l_label, l_rat = ce[0, :3].mean(), ce[1].mean()
+  assert float(loss) == pytest.approx(alpha * l_label + (1 - alpha) * l_rat, rel=1e-5)
+  assert float(aux["loss_label"]) == pytest.approx(l_label, rel=1e-5)
+  assert float(aux["loss_rationale"]) == pytest.approx(l_rat, rel=1e-5)
+  tok_loss, _ = train.batch_loss(logits, dict(batch, decoder_loss_weights=real), cfg, "tokens")
+  assert float(tok_loss) == pytest.approx((ce * real).sum() / real.sum(), rel=1e-5)
+  z, _ = train.batch_loss(logits, batch, train.TrainConfig(z_loss=1e-4), "paper")
+  assert float(z) > float(loss)
+
+
+def test_sigkill_resume_equals_uninterrupted(full_run, tmp_path):
+  """Killed by SIGKILL after step 5 (async save maybe in flight), resumed: same parameters."""
+  gin_file = support.tiny_gin(str(tmp_path / "k.gin"), steps=6, extra=_EXTRA)
+  run_dir = tmp_path / "killed"
+  r = subprocess.run([support.PYTHON, "-m", "dsbs.train", f"--gin_file={gin_file}",
+                      f"--model_dir={run_dir}", "--gin.TrainConfig.kill_at_step=5"],
+                     env=support.subprocess_env(), capture_output=True, text=True, timeout=240)
+  assert r.returncode == -9, r.stderr[-2000:]
+  assert checkpointing.Checkpointer(str(run_dir / "checkpoints")).latest_step() in (2, 4)
+  train.main([f"--gin_file={gin_file}", f"--model_dir={run_dir}"])  # resumes
+  a, b = _params(full_run[0], 6), _params(run_dir, 6)
+  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
+  resumed = [r["step"] for r in _rows(run_dir)]
+  assert resumed[-1] == 6 and resumed.count(6) == 1
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
+  extra = "TrainConfig.checkpoint_period = 2\nTrainConfig.eval_period = 100\n" \
+          "TrainConfig.log_period = 100\nTrainConfig.inject_nan_at_step = 4\n" \
+          "TrainConfig.eval_max_examples = 4"
+  with pytest.raises(train.NonFiniteLossError, match=r"NaN/Inf between step 2 and step 4.*step 2"):
+    _run(tmp_path, "nan", 6, extra)
+  ckpt = checkpointing.Checkpointer(str(tmp_path / "nan" / "checkpoints"))
+  assert ckpt.all_steps() == [2]
+  params = _params(tmp_path / "nan", 2)
+  assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params))
+
+
+_SHARDING_SCRIPT = r"""
+import json, os, sys
+import gin, numpy as np
+import jax
+assert jax.device_count() == 8
+import test_train_support as support
+from dsbs import train
+losses = {}
+for name, binds in [("1x1", ["TrainConfig.mesh_devices=1"]),
+                    ("8x1", ["TrainConfig.mesh_data=8"]),
+                    ("2x4fsdp", ["TrainConfig.mesh_data=2", "TrainConfig.mesh_model=4",
+                                 "TrainConfig.fsdp=True"])]:
+  gin.clear_config()
+  d = os.path.join(sys.argv[1], name)
+  train.main([f"--gin_file={sys.argv[2]}", f"--model_dir={d}"] + [f"--gin.{b}" for b in binds])
+  with open(os.path.join(d, "metrics.jsonl")) as f:
+    losses[name] = [r["loss"] for r in map(json.loads, f) if r["kind"] == "train"]
+print("LOSSES=" + json.dumps(losses))
+"""
+
+
+def test_sharded_meshes_match_one_device(tmp_path):
+  gin_file = support.tiny_gin(str(tmp_path / "s.gin"), steps=3,
+                              extra="TrainConfig.eval_period = 0\nTrainConfig.checkpoint_period"
+                              " = 100\nTrainConfig.eval_max_examples = 8\nTrainConfig.async_"
+                              "checkpoints = False")
+  r = subprocess.run([support.PYTHON, "-c", _SHARDING_SCRIPT, str(tmp_path), gin_file],
+                     env=support.subprocess_env(devices=8), capture_output=True, text=True,
+                     timeout=280)
+  assert r.returncode == 0, r.stderr[-3000:]
+  losses = json.loads(r.stdout.split("LOSSES=")[1].splitlines()[0])
+  ref = np.asarray(losses["1x1"])
+  assert len(ref) == 3 and np.all(np.isfinite(ref))
+  for name in ("8x1", "2x4fsdp"):
+    np.testing.assert_allclose(losses[name], ref, atol=1e-5, rtol=0, err_msg=name)
