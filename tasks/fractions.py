@@ -23,6 +23,8 @@ def check_fraction(pct: float) -> float:
   pct = float(pct)
   if not 0.0 < pct <= 100.0 or math.isnan(pct):
     raise ValueError(f"fraction must be a percentage in (0, 100], got {pct}")
+  if float(f"{pct:g}") != pct:  # the name must identify the fraction exactly
+    raise ValueError(f"fraction {pct!r} has more than 6 significant digits")
   return pct
 
 

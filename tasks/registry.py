@@ -109,6 +109,8 @@ def _check_rate(rate: float) -> float:
   rate = float(rate)
   if not 0.0 < rate < 1.0:
     raise ValueError(f"label_rate must be in (0, 1), got {rate}")
+  if float(f"{rate:g}") != rate:  # the name must identify the rate exactly
+    raise ValueError(f"label_rate {rate!r} has more than 6 significant digits")
   return rate
 
 

@@ -38,6 +38,22 @@ def test_train_command_and_use_as_spec(tmp_path, capsys):
   assert ids and v.decode(ids) == text
   with_extra = vocab.get_vocabulary(out + "?extra_ids=10")
   assert with_extra.vocab_size == v.vocab_size + 10
+  # The trained model works as a task vocabulary, registered on demand.
+  import dsbs.tasks  # pylint: disable=g-import-not-at-top
+
+  name = dsbs.tasks.mixture("arith", "finetune", fraction=1, vocab=out)
+  assert name.startswith("arith_finetune_pct1_vocab")
+  ex = next(seqio.get_mixture_or_task(name).get_dataset(
+      {"inputs": 512, "targets": 8}, split="validation", shuffle=False).as_numpy_iterator())
+  assert ex["inputs"][-1] == 1 and v.decode(ex["inputs"].tolist()) == ex["inputs_pretokenized"].decode()
+
+
+def test_byte_fallback(tmp_path):
+  out = str(tmp_path / "bf.model")
+  lines = ["predict: Max has 16 shells.", "Start with 16."] * 50
+  vocab.train_sentencepiece(lines, out, 300, byte_fallback=True)
+  v = vocab.get_vocabulary(out)
+  assert v.decode(v.encode("Wörld 42!")) == "Wörld 42!"
 
 
 def test_train_rejects_bad_output(tmp_path):

@@ -36,7 +36,7 @@ def test_independent_of_order():
   assert [r.id for r in kept] == sorted((r.id for r in kept), key=lambda s: int(s[1:]))
 
 
-@pytest.mark.parametrize("pct", [0, -1, 101, float("nan")])
+@pytest.mark.parametrize("pct", [0, -1, 101, float("nan"), 33.3333333])
 def test_bad_fraction(pct):
   with pytest.raises(ValueError):
     fractions.nested_subset([_Row("a")], pct)

@@ -97,8 +97,13 @@ def corpus_lines(examples: Iterable[object]) -> Iterator[str]:
 
 
 def train_sentencepiece(lines: Iterable[str], output: str, vocab_size: int,
-                        model_type: str = "unigram", character_coverage: float = 1.0) -> str:
-  """Trains a SentencePiece model with T5 ids (pad 0, eos 1, unk 2) and writes it to `output`."""
+                        model_type: str = "unigram", character_coverage: float = 1.0,
+                        byte_fallback: bool = False) -> str:
+  """Trains a SentencePiece model with T5 ids (pad 0, eos 1, unk 2) and writes it to `output`.
+
+  `byte_fallback` spells characters unseen in training as UTF-8 bytes instead of unk (adds 256
+  pieces, so vocab_size must exceed 256 + the pieces wanted).
+  """
   import sentencepiece as spm  # pylint: disable=g-import-not-at-top
 
   from dsbs.data import io  # pylint: disable=g-import-not-at-top
@@ -115,6 +120,7 @@ def train_sentencepiece(lines: Iterable[str], output: str, vocab_size: int,
         sentence_iterator=iter(lines), model_prefix=prefix, vocab_size=vocab_size,
         model_type=model_type, character_coverage=character_coverage,
         pad_id=0, eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False,
+        byte_fallback=byte_fallback,
         num_threads=min(4, os.cpu_count() or 1), minloglevel=2)
     with open(prefix + ".model", "rb") as f:
       blob = f.read()
@@ -153,11 +159,13 @@ def main(argv: Sequence[str] | None = None) -> int:
   train.add_argument("--vocab_size", type=int, default=8000)
   train.add_argument("--model_type", default="unigram", choices=("unigram", "bpe", "char", "word"))
   train.add_argument("--character_coverage", type=float, default=1.0)
+  train.add_argument("--byte_fallback", action="store_true",
+                     help="spell unseen characters as bytes instead of unk")
   args = parser.parse_args(argv)
 
   examples = _examples_for(args)
   path = train_sentencepiece(corpus_lines(examples), args.output, args.vocab_size,
-                             args.model_type, args.character_coverage)
+                             args.model_type, args.character_coverage, args.byte_fallback)
   vocab = get_vocabulary(path)
   print(f"wrote {path}: {vocab.vocab_size} ids from {len(examples)} examples; "
         f"use it as DSBS_VOCAB={path} or dsbs.tasks.mixture(..., vocab={path!r})")
