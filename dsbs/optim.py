@@ -85,7 +85,7 @@ def make_schedule(config: ScheduleConfig, base_learning_rate: float, total_steps
 class OptimizerConfig:
   """Which optimizer and its hyperparameters; defaults reproduce the references above."""
   name: str = "adafactor"
-  schedule: ScheduleConfig = ScheduleConfig()
+  schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)  # gin-bound at use
   # Adafactor (T5X fine-tuning defaults).
   decay_rate: float = 0.8
   step_offset: int = 0

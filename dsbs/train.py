@@ -53,7 +53,7 @@ class TrainConfig:
   fsdp: bool = False  # also shard parameters and optimizer state over `data`
   dtype: str = "auto"  # compute dtype: auto = bfloat16 on TPU/GPU, float32 on CPU
   model_overrides: tuple[tuple[str, Any], ...] = ()  # T5Config fields for from-scratch students
-  optimizer: optim.OptimizerConfig = optim.OptimizerConfig()
+  optimizer: optim.OptimizerConfig = dataclasses.field(default_factory=optim.OptimizerConfig)
   z_loss: float = 1e-4  # T5X's default
   label_smoothing: float = 0.0
   pack: bool = False
