@@ -22,6 +22,7 @@ import os
 import dsbs.data
 from dsbs.tasks import registry
 from dsbs.tasks import sources
+from dsbs.tasks import user
 from dsbs.tasks.fractions import FRACTIONS
 from dsbs.tasks.registry import RATES, datasets, mixture, mixture_name, task_name
 from dsbs.tasks.user import register_dataset, register_from_config, read_user_jsonl
@@ -52,9 +53,7 @@ def _register_builtins() -> None:
 
 
 _register_builtins()
-from dsbs.tasks import user as _user  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-_user.register_from_env()
+user.register_from_env()
 
 __all__ = ["FRACTIONS", "RATES", "datasets", "mixture", "mixture_name", "read_user_jsonl",
            "register_dataset", "register_from_config", "task_name"]

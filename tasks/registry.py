@@ -263,6 +263,7 @@ def add_dataset(defn: DatasetDef, *, replace: bool = False, **grid) -> list[str]
       if not replace:
         raise ValueError(f"dataset {defn.name!r} is already registered; pass replace=True")
       _unregister_dataset(defn.name)
+      sources.forget(defn.name)
     _DATASETS[defn.name] = defn
     return register_family(defn, **grid)
 

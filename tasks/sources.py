@@ -57,6 +57,14 @@ def clear_cache() -> None:
     _rows_cache.clear()
 
 
+def forget(name: str) -> None:
+  """Drops the cached records of one dataset (its files were replaced)."""
+  with _lock:
+    for cache in (_split_cache, _rows_cache):
+      for key in [k for k in cache if k[0] == name]:
+        del cache[key]
+
+
 def _env_key() -> tuple[str, ...]:
   # The built-in loaders resolve the data dir from the environment: key the cache on it.
   return (os.environ.get("DSBS_DATA_DIR", ""),)

@@ -49,6 +49,12 @@ def test_plain_jsonl_family(tmp_path):
   assert skips == {"parse_status=no_teacher": 2}
   with pytest.raises(ValueError, match="already registered"):
     dsbs.tasks.register_dataset("toy_plain", train=train)
+  # Replacing the dataset re-reads its (new) files, not the cached old ones.
+  train2 = _write(tmp_path / "train2.jsonl", [{"input": "moon is cheese", "label": "no"}])
+  dsbs.tasks.register_dataset("toy_plain", train=train2, label_space=["yes", "no"],
+                              replace=True, vocabs=("byte",), fractions=(100,), rates=())
+  assert _texts("toy_plain_label_gt_byte", "train") == [("1", "no")]
+  assert "toy_plain_cot_pct10_byte" not in seqio.TaskRegistry.names()  # old grid removed
 
 
 def test_canonical_jsonl(tmp_path):
