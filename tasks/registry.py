@@ -178,7 +178,7 @@ class DsbsMixture(seqio.Mixture):
   `passthrough_features`, so they are added here.
   """
 
-  def get_dataset(self, *args, passthrough_features=None, **kwargs):  # pylint: disable=arguments-differ
+  def get_dataset(self, *args, passthrough_features=None, **kwargs):  # pylint: disable=W0221
     keep = sorted(set(passthrough_features or ()) | set(PASSTHROUGH))
     return super().get_dataset(*args, passthrough_features=keep, **kwargs)
 

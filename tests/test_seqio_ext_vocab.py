@@ -45,7 +45,8 @@ def test_train_command_and_use_as_spec(tmp_path, capsys):
   assert name.startswith("arith_finetune_pct1_vocab")
   ex = next(seqio.get_mixture_or_task(name).get_dataset(
       {"inputs": 512, "targets": 8}, split="validation", shuffle=False).as_numpy_iterator())
-  assert ex["inputs"][-1] == 1 and v.decode(ex["inputs"].tolist()) == ex["inputs_pretokenized"].decode()
+  assert ex["inputs"][-1] == 1
+  assert v.decode(ex["inputs"].tolist()) == ex["inputs_pretokenized"].decode()
 
 
 def test_byte_fallback(tmp_path):

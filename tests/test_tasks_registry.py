@@ -28,7 +28,8 @@ def test_names_registered_without_reading_data():
       assert f"{ds}_{variant}_pct0.5_byte" in names
     for mix in ("dsbs", "dsbs_llm"):
       assert f"{ds}_{mix}" in names and f"{ds}_{mix}_pct10_rate0.25_byte" in names
-  assert registry.mixture_name("anli1", "dsbs", 10, 0.25, "byte") == "anli1_dsbs_pct10_rate0.25_byte"
+  assert (registry.mixture_name("anli1", "dsbs", 10, 0.25, "byte")
+          == "anli1_dsbs_pct10_rate0.25_byte")
 
 
 @pytest.mark.parametrize("variant,kind,prefix", [

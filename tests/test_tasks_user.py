@@ -1,4 +1,4 @@
-"""A user's own dataset: plain and canonical JSONL, config file, and errors naming file/line/field."""
+"""A user's own dataset: plain/canonical JSONL, config file, errors naming file/line/field."""
 import json
 
 import pytest
@@ -17,7 +17,8 @@ def _write(path, rows):
 
 
 PLAIN = [
-    {"input": "the sky is blue", "label": "yes", "rationale": "It is blue.", "teacher_label": "yes"},
+    {"input": "the sky is blue", "label": "yes", "rationale": "It is blue.",
+     "teacher_label": "yes"},
     {"input": "grass is red", "label": "no", "rationale": "Grass is green."},
     {"input": "snow is hot", "label": "no"},
     {"input": "fire is hot", "label": "yes", "teacher_label": "no"},
