@@ -68,15 +68,20 @@ class RunLog:
       self._bar.update(step - self._bar.n)
 
   def _tensorboard(self, step: int, kind: str, scalars: dict[str, float]) -> None:
+    # tf.summary.write with the "scalars" plugin tag: core TensorFlow only, so event files are
+    # written even where the `tensorboard` package (needed only to view them) is not installed.
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from tensorflow.core.framework import summary_pb2  # pylint: disable=g-import-not-at-top
     if self._tb is None:
       self._tb = {}
+      self._md = summary_pb2.SummaryMetadata(
+          plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
     if kind not in self._tb:
       self._tb[kind] = tf.summary.create_file_writer(os.path.join(self.run_dir, "tb", kind))
     with self._tb[kind].as_default():
       for k, v in scalars.items():
         if isinstance(v, (int, float)) and math.isfinite(v):
-          tf.summary.scalar(k, v, step=step)
+          tf.summary.write(k, tf.constant(float(v), tf.float32), step=step, metadata=self._md)
     self._tb[kind].flush()
 
   def close(self) -> None:
