@@ -34,7 +34,6 @@ from typing import Sequence
 
 import gin
 import seqio
-import tensorflow as tf
 
 from dsbs.seqio_ext import metrics as metrics_lib
 from dsbs.seqio_ext import postprocessors
@@ -181,10 +180,6 @@ class DsbsMixture(seqio.Mixture):
   def get_dataset(self, *args, passthrough_features=None, **kwargs):  # pylint: disable=W0221
     keep = sorted(set(passthrough_features or ()) | set(PASSTHROUGH))
     return super().get_dataset(*args, passthrough_features=keep, **kwargs)
-
-
-def _registered(name: str) -> bool:
-  return name in seqio.TaskRegistry.names() or name in seqio.MixtureRegistry.names()
 
 
 def register_task(defn: DatasetDef, variant: str, fraction: float = 100,
