@@ -24,7 +24,8 @@ def tiny_config(**overrides: Any) -> T5Config:
 def tiny_params(config: T5Config | None = None, seed: int = 0) -> Any:
   """Unboxed random parameters of `config` (default `tiny_config()`)."""
   from dsbs.model.t5 import init_params  # pylint: disable=g-import-not-at-top
-  return nn.unbox(init_params(config or tiny_config(), jax.random.PRNGKey(seed)))
+  init = jax.jit(init_params, static_argnums=0)  # one compile, not op-by-op dispatch
+  return nn.unbox(init(config or tiny_config(), jax.random.PRNGKey(seed)))
 
 
 def random_batch(config: T5Config, batch: int = 3, input_len: int = 12, target_len: int = 7,
@@ -74,3 +75,18 @@ def make_hf_t5(out_dir: str, variant: str = "t5_1_1", seed: int = 0, vocab_size:
   os.makedirs(out_dir, exist_ok=True)
   model.save_pretrained(out_dir, safe_serialization=True)
   return out_dir
+
+
+def forward_fn(config: T5Config, enable_dropout: bool = False):
+  """A jitted teacher-forced forward pass `(params, batch, rngs=None) -> float32 logits`.
+
+  One compile per config instead of op-by-op dispatch: un-jitted linen applies are slow.
+  """
+  from dsbs.model.t5 import Transformer  # pylint: disable=g-import-not-at-top
+  model = Transformer(config)
+
+  @jax.jit
+  def fwd(params, batch, rngs=None):
+    return model.apply({"params": params}, **batch, enable_dropout=enable_dropout, rngs=rngs)
+
+  return fwd

@@ -1,0 +1,186 @@
+"""The Flax T5: parameter tree and logical axes as T5X, masking/packing semantics, dtypes,
+dropout, remat/scan equivalence, full-size configs through eval_shape."""
+import dataclasses
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from dsbs import testing
+from dsbs.model import Transformer, get_config, init_params, param_tree
+from dsbs.model.config import CONFIGS, T5Config
+
+
+def _logits(config, params, batch):
+  return np.asarray(testing.forward_fn(config)(params, batch))
+
+
+def _specs(config):
+  abstract = jax.eval_shape(lambda r: init_params(config, r), jax.random.PRNGKey(0))
+  specs = param_tree.flatten(nn.get_partition_spec(abstract))
+  shapes = {k: v.shape for k, v in param_tree.flatten(nn.unbox(abstract)).items()}
+  return specs, shapes
+
+
+def test_xxl_eval_shape_param_count_and_axes():
+  specs, shapes = _specs(get_config("t5_1_1_xxl"))
+  total = sum(int(np.prod(s)) for s in shapes.values())
+  assert 11.0e9 < total < 11.5e9, total  # T5 1.1 XXL: ~11.1B parameters
+  assert len(shapes) == 1 + 2 * 2 + 24 * 9 + 24 * 14 + 1  # emb, 2x(relpos,norm), layers, head
+  want_axes = {
+      "token_embedder/embedding": ("vocab", "embed"),
+      "encoder/relpos_bias/rel_embedding": ("heads", "relpos_buckets"),
+      "decoder/relpos_bias/rel_embedding": ("heads", "relpos_buckets"),
+      "encoder/encoder_norm/scale": ("embed",),
+      "decoder/decoder_norm/scale": ("embed",),
+      "decoder/logits_dense/kernel": ("embed", "vocab"),
+  }
+  for stack, attns in (("encoder", ["attention"]),
+                       ("decoder", ["self_attention", "encoder_decoder_attention"])):
+    for i in range(24):
+      p = f"{stack}/layers_{i}"
+      for a in attns:
+        for proj in ("query", "key", "value"):
+          want_axes[f"{p}/{a}/{proj}/kernel"] = ("embed", "joined_kv")
+        want_axes[f"{p}/{a}/out/kernel"] = ("joined_kv", "embed")
+      want_axes[f"{p}/mlp/wi_0/kernel"] = ("embed", "mlp")
+      want_axes[f"{p}/mlp/wi_1/kernel"] = ("embed", "mlp")
+      want_axes[f"{p}/mlp/wo/kernel"] = ("mlp", "embed")
+    norms = (["pre_attention_layer_norm", "pre_mlp_layer_norm"] if stack == "encoder" else
+             ["pre_self_attention_layer_norm", "pre_cross_attention_layer_norm",
+              "pre_mlp_layer_norm"])
+    for i in range(24):
+      for n in norms:
+        want_axes[f"{stack}/layers_{i}/{n}/scale"] = ("embed",)
+  assert set(specs) == set(want_axes)
+  for name, axes in want_axes.items():
+    assert tuple(specs[name]) == axes, name
+  assert shapes["encoder/layers_0/attention/query/kernel"] == (4096, 64 * 64)
+  assert shapes["decoder/layers_3/mlp/wi_1/kernel"] == (4096, 10240)
+  assert shapes["encoder/relpos_bias/rel_embedding"] == (64, 32)
+
+
+def test_original_t5_tree_is_tied_relu():
+  specs, shapes = _specs(get_config("t5_11b"))
+  assert "decoder/logits_dense/kernel" not in specs
+  assert tuple(specs["encoder/layers_0/mlp/wi/kernel"]) == ("embed", "mlp")
+  assert shapes["encoder/layers_0/mlp/wi/kernel"] == (1024, 65536)
+  assert 10.5e9 < sum(int(np.prod(s)) for s in shapes.values()) < 11.5e9
+
+
+def test_scanned_tree_has_layers_axis():
+  specs, shapes = _specs(get_config("t5_1_1_base", scan_layers=True))
+  assert tuple(specs["encoder/layers/attention/query/kernel"]) == ("layers", "embed", "joined_kv")
+  assert shapes["decoder/layers/mlp/wo/kernel"] == (12, 2048, 768)
+
+
+def test_registry_and_overrides():
+  assert get_config("flan_t5_large") == get_config("t5_1_1_large")
+  small = get_config("t5_small")
+  assert small.mlp_activations == ("relu",) and small.logits_via_embedding
+  b = get_config("bench_small")
+  assert (b.vocab_size, b.emb_dim, b.num_encoder_layers, b.num_heads, b.head_dim,
+          b.mlp_dim, b.dtype) == (384, 512, 8, 6, 64, 1024, "float32")
+  assert get_config("t5_1_1_base", dropout_rate=0.1).dropout_rate == 0.1
+  with pytest.raises(KeyError, match="unknown T5 config"):
+    get_config("t5_huge")
+  with pytest.raises(TypeError, match="unknown T5Config fields"):
+    get_config("tiny", d_model=3)
+  with pytest.raises(ValueError, match="mlp_activations"):
+    T5Config(mlp_activations=("tanhh",))
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    small.emb_dim = 3  # pytype: disable=not-writable
+  n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(testing.tiny_params()))
+  assert 1e5 < n < 1e6
+
+
+def test_gin_picks_a_size():
+  with gin.unlock_config():
+    gin.parse_config(["dsbs.model.get_config.name = 't5_1_1_xl'",
+                      "dsbs.model.get_config.dropout_rate = 0.1"])
+  try:
+    from dsbs.model import config as config_lib
+    cfg = config_lib.get_config()
+    assert cfg.emb_dim == 2048 and cfg.dropout_rate == 0.1
+  finally:
+    gin.clear_config()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  # two decoder layers (cache/scan paths), one encoder layer: faster compiles
+  config = testing.tiny_config(num_encoder_layers=1)
+  return config, testing.tiny_params(config, seed=0)
+
+
+def test_padding_does_not_change_valid_logits(tiny):
+  config, params = tiny
+  batch = testing.random_batch(config, batch=3, input_len=10, target_len=6)
+  padded = {k: np.pad(v, [(0, 0), (0, 5)]) for k, v in batch.items()}
+  a, b = _logits(config, params, batch), _logits(config, params, padded)[:, :6]
+  valid = batch["decoder_target_tokens"] > 0
+  np.testing.assert_allclose(a[valid], b[valid], atol=1e-5)
+
+
+def test_packed_equals_separate(tiny):
+  config, params = tiny
+  one = testing.random_batch(config, batch=2, input_len=6, target_len=5, seed=7)
+  n_in = (one["encoder_input_tokens"] > 0).sum(1)
+  n_tg = (one["decoder_target_tokens"] > 0).sum(1)
+  def pack(key, lengths):
+    return np.concatenate([one[key][i, :lengths[i]] for i in range(2)])[None]
+  seg_in = np.concatenate([np.full(n_in[i], i + 1) for i in range(2)])[None]
+  seg_tg = np.concatenate([np.full(n_tg[i], i + 1) for i in range(2)])[None]
+  packed = {"encoder_input_tokens": pack("encoder_input_tokens", n_in),
+            "decoder_input_tokens": pack("decoder_input_tokens", n_tg),
+            "decoder_target_tokens": pack("decoder_target_tokens", n_tg),
+            "encoder_segment_ids": seg_in.astype(np.int32),
+            "decoder_segment_ids": seg_tg.astype(np.int32)}
+  got = _logits(config, params, packed)[0]
+  want = np.concatenate([_logits(config, params, one)[i, :n_tg[i]] for i in range(2)])
+  np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_dtypes_dropout_and_bfloat16(tiny):
+  config, params = tiny
+  batch = testing.random_batch(config)
+  a = testing.forward_fn(config)(params, batch)
+  assert a.dtype == jnp.float32
+  drop_cfg = config.replace(dropout_rate=0.3)
+  drop = testing.forward_fn(drop_cfg, enable_dropout=True)
+  d1 = drop(params, batch, {"dropout": jax.random.PRNGKey(1)})
+  d2 = drop(params, batch, {"dropout": jax.random.PRNGKey(2)})
+  assert not np.allclose(d1, d2)
+  np.testing.assert_allclose(_logits(drop_cfg, params, batch), a, atol=1e-6)
+  bf = _logits(config.replace(dtype="bfloat16"), params, batch)
+  assert bf.dtype == np.float32
+  valid = batch["decoder_target_tokens"] > 0
+  assert np.abs(bf - np.asarray(a))[valid].max() < 0.25 * np.abs(np.asarray(a)).max()
+
+
+@pytest.mark.parametrize("overrides", [{"remat_policy": "full"},
+                                       {"scan_layers": True, "remat_policy": "minimal"}])
+def test_remat_and_scan_give_same_loss_and_grads(tiny, overrides):
+  config, params = tiny
+  batch = testing.random_batch(config)
+  other = config.replace(**overrides)
+  other_params = params
+  if other.scan_layers:
+    other_params = param_tree.unflatten(param_tree.scan_layers(param_tree.flatten(params)))
+
+  def loss(cfg, p):
+    logits = Transformer(cfg).apply({"params": p}, **batch, enable_dropout=False)
+    tgt = jax.nn.one_hot(batch["decoder_target_tokens"], cfg.vocab_size)
+    return -(jax.nn.log_softmax(logits) * tgt).sum()
+
+  grad = jax.jit(jax.value_and_grad(loss, argnums=1), static_argnums=0)
+  l1, g1 = grad(config, params)
+  l2, g2 = grad(other, other_params)
+  np.testing.assert_allclose(l1, l2, rtol=1e-5)
+  if other.scan_layers:
+    g2 = param_tree.unflatten(param_tree.unscan_layers(param_tree.flatten(g2)))
+  for k, v in param_tree.flatten(g1).items():
+    np.testing.assert_allclose(v, param_tree.flatten(g2)[k], atol=1e-4, err_msg=k)
