@@ -1,0 +1,84 @@
+"""Sharded init and forward on 8 fake CPU devices match one device (meshes 8x1 and 2x4, with
+and without FSDP). Runs in a subprocess: the device count is fixed when jax first starts."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+_SCRIPT = textwrap.dedent("""
+    import json, os
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import jax, numpy as np
+    from flax import linen as nn
+    from dsbs import testing
+    from dsbs.model import Transformer, init_params
+    from dsbs.model import partitioning as P
+
+    assert jax.device_count() == 8, jax.devices()
+    config = testing.tiny_config(num_encoder_layers=1, num_decoder_layers=1)
+    model = Transformer(config)
+    batch = testing.random_batch(config, batch=8, input_len=12, target_len=8)
+    rng = jax.random.PRNGKey(0)
+    init = lambda r: init_params(config, r)
+    ref_params = nn.unbox(jax.jit(init)(rng))
+    ref = np.asarray(testing.forward_fn(config)(ref_params, batch))
+    out = {}
+    for data, model_axis, fsdp in ((8, 1, False), (-1, 4, False), (2, 4, True)):
+      mesh = P.make_mesh(data, model_axis)
+      rules = P.logical_axis_rules(fsdp=fsdp)
+      abstract = jax.eval_shape(init, rng)
+      shardings = P.param_shardings(abstract, mesh, rules)
+      params = nn.unbox(jax.jit(init, out_shardings=shardings)(rng))
+      specs = {"/".join(str(getattr(k, "key", k)) for k in path): list(v.sharding.spec)
+               for path, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+      inputs = {k: jax.device_put(v, P.data_sharding(mesh, v.ndim)) for k, v in batch.items()}
+      def fwd(p, b):
+        return model.apply({"params": p}, **b, enable_dropout=False)
+      with mesh, nn.logical_axis_rules(rules):
+        logits = jax.jit(fwd)(params, inputs)
+      key = f"{mesh.shape['data']}x{mesh.shape['model']}{'-fsdp' if fsdp else ''}"
+      out[key] = {"max_err": float(np.abs(np.asarray(logits) - ref).max()),
+                  "init_equal": all(bool(np.array_equal(a, b)) for a, b in zip(
+                      jax.tree.leaves(params), jax.tree.leaves(ref_params))),
+                  "logits_spec": list(logits.sharding.spec), "specs": specs}
+    print("RESULT" + json.dumps(out))
+""")
+
+
+def test_sharded_forward_matches_single_device():
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  proc = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, env=env,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
+  res = json.loads(line[len("RESULT"):])
+  assert set(res) == {"8x1", "2x4", "2x4-fsdp"}
+  for key, r in res.items():
+    assert r["max_err"] < 1e-5, (key, r["max_err"])
+    assert r["init_equal"], key
+  s = res["2x4"]["specs"]
+  assert s["encoder/layers_0/attention/query/kernel"] == [None, "model"]
+  assert s["encoder/layers_0/mlp/wo/kernel"] == ["model", None]
+  assert s["token_embedder/embedding"][0] == "model"
+  f = res["2x4-fsdp"]["specs"]
+  assert f["encoder/layers_0/attention/query/kernel"] == ["data", "model"]
+  assert f["decoder/layers_0/mlp/wo/kernel"] == ["model", "data"]
+  assert f["encoder/encoder_norm/scale"] == ["data"]
+  assert res["8x1"]["logits_spec"][0] == "data"
+
+
+def test_rules_table_and_mesh_errors():
+  import jax
+  import pytest
+  from dsbs.model import partitioning as P
+  rules = dict(P.logical_axis_rules())
+  assert rules["batch"] == "data" and rules["mlp"] == "model" and rules["embed"] is None
+  assert P.logical_to_spec(("batch", "length", "embed"), P.logical_axis_rules(fsdp=True)) == \
+      jax.sharding.PartitionSpec("data", None, None)
+  with pytest.raises(ValueError, match="devices"):
+    P.make_mesh(data=3, model=1)
+  with pytest.raises(ValueError, match="at most one"):
+    P.make_mesh(data=-1, model=-1)
