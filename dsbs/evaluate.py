@@ -198,7 +198,7 @@ def _jsonable(v: Any) -> Any:
   return str(v)
 
 
-def load_checkpoint(path: str) -> tuple[Any, Any, dict[str, Any]]:
+def load_checkpoint(path: str, model: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
   """(T5Config, params, info) from a run dir, step dir, or an HF / T5X checkpoint dir."""
   from dsbs import checkpointing, summaries  # pylint: disable=g-import-not-at-top
   from dsbs import model as model_lib  # pylint: disable=g-import-not-at-top
@@ -215,7 +215,7 @@ def load_checkpoint(path: str) -> tuple[Any, Any, dict[str, Any]]:
       info["experiment"] = summaries.read_json(exp_file)
     return model_cfg, params, info
   from dsbs.model import checkpoints  # pylint: disable=g-import-not-at-top
-  model_cfg, params = checkpoints.load(path)
+  model_cfg, params = checkpoints.load_checkpoint(path, model)
   return model_cfg, params, {"kind": "external", "path": path}
 
 
@@ -232,11 +232,11 @@ def _find_run_dir(path: str) -> str | None:
 def run(checkpoint: str, task: str | None = None, split: str = "test", *,
         decode: str = "greedy", num_beams: int = 4, output_dir: str | None = None,
         with_rationale: bool = False, batch_size: int = 64, max_examples: int | None = None,
-        feature_lengths: Mapping[str, int] | None = None, dtype: str | None = None
-        ) -> dict[str, Any]:
+        feature_lengths: Mapping[str, int] | None = None, dtype: str | None = None,
+        model: str | None = None) -> dict[str, Any]:
   """Evaluates `checkpoint` on `task`/`split`; writes metrics.json and predictions.jsonl."""
   import dsbs.tasks  # pylint: disable=g-import-not-at-top,unused-import  (registers tasks)
-  model_cfg, params, info = load_checkpoint(checkpoint)
+  model_cfg, params, info = load_checkpoint(checkpoint, model)
   exp = info.get("experiment", {})
   if exp.get("mixture_or_task_module"):
     __import__(exp["mixture_or_task_module"])
@@ -279,13 +279,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--max_examples", type=int, default=None)
   parser.add_argument("--feature_lengths", default=None, help='JSON, e.g. {"inputs": 512, "targets": 256}')
   parser.add_argument("--dtype", default=None, help="compute dtype override (float32, bfloat16)")
+  parser.add_argument("--model", default=None,
+                      help="dsbs.model config name for T5X checkpoints (they carry no config)")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   return run(args.checkpoint, args.task, args.split, decode=args.decode, num_beams=args.num_beams,
              output_dir=args.output_dir, with_rationale=args.with_rationale,
              batch_size=args.batch_size, max_examples=args.max_examples,
              feature_lengths=json.loads(args.feature_lengths) if args.feature_lengths else None,
-             dtype=args.dtype)
+             dtype=args.dtype, model=args.model)
 
 
 if __name__ == "__main__":

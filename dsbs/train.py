@@ -286,8 +286,8 @@ def train(exp: experiment.Experiment, model_dir: str, cfg: TrainConfig) -> dict[
     with jax.set_mesh(mesh):
       state = init_state(init_rng)
     if exp.initial_checkpoint_path:
-      state = state.replace(params=_load_initial(exp.initial_checkpoint_path, param_shardings,
-                                                 abstract_params))
+      state = state.replace(params=_load_initial(exp.initial_checkpoint_path, model_cfg,
+                                                 param_shardings, abstract_params))
     batches_consumed = 0
 
   # ---- Run dir ---------------------------------------------------------------------------
@@ -331,14 +331,16 @@ def train(exp: experiment.Experiment, model_dir: str, cfg: TrainConfig) -> dict[
   batches = input_pipeline.train_batches(in_cfg, skip_batches=batches_consumed)
   batch_shardings = None
   finite = jnp.asarray(True)
-  tokens = 0.0
+  tokens, input_wait = 0.0, 0.0
   last_good = step
   final_eval: dict[str, float] = {}
   logging.info("training %s (%s) steps %d -> %d on mesh %s", exp.mixture_or_task_name,
                exp.model_name, step, exp.train_steps, dict(mesh.shape))
   try:
     while step < exp.train_steps:
+      t0 = time.perf_counter()
       local = next(batches)
+      input_wait += time.perf_counter() - t0
       batches_consumed += 1
       if batch_shardings is None:
         batch_shardings = {k: batch_sharding for k in local}
@@ -362,7 +364,8 @@ def train(exp: experiment.Experiment, model_dir: str, cfg: TrainConfig) -> dict[
           if float(m[k + "_tokens"]) == 0:
             row.pop(k)
         row.update(log.rates(step, tokens))
-        tokens = 0.0
+        row["input_wait_s"] = input_wait  # host time blocked on the input pipeline since last row
+        tokens, input_wait = 0.0, 0.0
         log.write(step, "train", row)
       if is_eval:
         final_eval = run_eval(state.params)
@@ -401,10 +404,10 @@ def _initial_step(path: str | None) -> int:
   return int(base.split("_")[-1]) if base.startswith("checkpoint_") and base.split("_")[-1].isdigit() else 0
 
 
-def _load_initial(path: str, shardings: Any, abstract: Any) -> Any:
+def _load_initial(path: str, model_cfg: Any, shardings: Any, abstract: Any) -> Any:
   """Pretrained weights from a T5X or HuggingFace checkpoint, placed on `shardings`."""
   from dsbs.model import checkpoints  # pylint: disable=g-import-not-at-top
-  params = checkpoints.load_params(path)
+  _, params = checkpoints.load_checkpoint(path, model_cfg)
   shapes = jax.tree.map(lambda a: a.shape, abstract)
   got = jax.tree.map(lambda a: np.shape(a), params)
   if shapes != got:

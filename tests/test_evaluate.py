@@ -1,0 +1,59 @@
+"""dsbs.evaluate on a checkpoint of the tiny runner: files, fields, decoding modes."""
+import json
+import os
+
+import gin
+import pytest
+
+import test_train_support as support
+from dsbs import evaluate, train
+
+pytestmark = pytest.mark.timeout(300)
+support.share_compilation_cache()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("ev")
+  gin_file = support.tiny_gin(str(tmp / "e.gin"), steps=2, extra="TrainConfig.eval_period = 0")
+  train.main([f"--gin_file={gin_file}", f"--model_dir={tmp / 'run'}"])
+  gin.clear_config()
+  return tmp / "run"
+
+
+def _read(out_dir):
+  with open(os.path.join(out_dir, "metrics.json")) as f:
+    metrics = json.load(f)
+  with open(os.path.join(out_dir, "predictions.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  return metrics, rows
+
+
+def test_greedy_from_run_dir_writes_metrics_and_predictions(run_dir, tmp_path):
+  out = evaluate.main([f"--checkpoint={run_dir}", "--split=test", f"--output_dir={tmp_path}",
+                       "--max_examples=10", "--batch_size=4"])
+  metrics, rows = _read(tmp_path)
+  assert metrics == json.loads(json.dumps(out))
+  assert metrics["task"] == "tiny_add_dsbs" and metrics["split"] == "test" and metrics["step"] == 2
+  assert metrics["metrics"]["tiny_add_label/num_examples"] == 10
+  assert 0.0 <= metrics["metrics"]["accuracy"] <= 100.0
+  assert len(rows) == 10  # only the scored (predict:) task is decoded
+  for row in rows:
+    assert {"id", "input", "target", "prediction", "correct"} <= set(row)
+    assert row["input"].startswith("predict: ") and row["correct"] == (row["prediction"] == row["target"])
+  assert sum(r["correct"] for r in rows) / 10 * 100 == pytest.approx(metrics["metrics"]["accuracy"])
+
+
+def test_beam_with_rationale_from_step_dir(run_dir, tmp_path):
+  step_dir = run_dir / "checkpoints" / "2"
+  evaluate.main([f"--checkpoint={step_dir}", "--task=tiny_add_dsbs", "--split=validation",
+                 "--decode=beam", "--num_beams=2", "--with_rationale", "--max_examples=4",
+                 f"--output_dir={tmp_path}"])
+  metrics, rows = _read(tmp_path)
+  assert metrics["decode"] == "beam" and metrics["num_beams"] == 2
+  assert len(rows) == 4 and all(isinstance(r["rationale"], str) for r in rows)
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+  with pytest.raises((FileNotFoundError, ValueError)):
+    evaluate.main([f"--checkpoint={tmp_path}", "--task=tiny_add_dsbs"])
