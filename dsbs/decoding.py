@@ -49,19 +49,19 @@ def _encode(model: Transformer, params: Any, encoder_input_tokens: Array,
                      enable_dropout=False, method=Transformer.encode)
 
 
-def init_cache(model: Transformer, params: Any, encoder_input_tokens: Array,
+def init_cache(model: Transformer, params: Any, encoded: Array, encoder_input_tokens: Array,
                max_decode_len: int) -> Any:
-  """Zeroed KV cache ('cache' collection) for `max_decode_len` steps of this batch."""
+  """The decoding cache ('cache' collection) for `max_decode_len` steps of this batch.
+
+  Self-attention keys/values start at zero; encoder-decoder keys/values are projected from
+  `encoded` here, once, instead of at every step.
+  """
   batch = encoder_input_tokens.shape[0]
-  dec = jnp.ones((batch, max_decode_len), jnp.int32)
-
-  def shapes():
-    _, variables = model.apply({"params": params}, encoder_input_tokens, dec, dec, decode=True,
-                               enable_dropout=False, max_decode_length=max_decode_len,
-                               mutable=["cache"])
-    return variables["cache"]
-
-  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(shapes))
+  dec = jnp.ones((batch, 1), jnp.int32)
+  _, variables = model.apply({"params": params}, encoded, encoder_input_tokens, dec, dec,
+                             decode=True, enable_dropout=False, max_decode_length=max_decode_len,
+                             mutable=["cache"], method=Transformer.decode)
+  return variables["cache"]
 
 
 def _step(model: Transformer, params: Any, cache: Any, encoded: Array, encoder_tokens: Array,
@@ -80,7 +80,7 @@ def greedy_decode(model: Transformer, params: Any, encoder_input_tokens: Array,
   """Argmax decoding. scores: sum of log-probs of the emitted tokens (EOS included)."""
   batch = encoder_input_tokens.shape[0]
   encoded = _encode(model, params, encoder_input_tokens, encoder_segment_ids)
-  cache = init_cache(model, params, encoder_input_tokens, max_decode_len)
+  cache = init_cache(model, params, encoded, encoder_input_tokens, max_decode_len)
   init = (jnp.array(0, jnp.int32), jnp.full((batch,), decoder_start_id, jnp.int32),
           jnp.zeros((batch, max_decode_len), jnp.int32), jnp.zeros((batch,), jnp.float32),
           jnp.zeros((batch,), bool), cache)
@@ -104,16 +104,21 @@ def greedy_decode(model: Transformer, params: Any, encoder_input_tokens: Array,
   return DecodeResult(out, scores)
 
 
-def _gather_beams(tree: Any, beam_idx: Array, batch: int, beams: int, batch_axis: int) -> Any:
-  """Reorders the flattened (batch*beams) axis of every cache array by `beam_idx` [batch, k']."""
+def _gather_beams(cache: Any, beam_idx: Array, batch: int, beams: int, batch_axis: int) -> Any:
+  """Reorders the flattened (batch*beams) axis of the self-attention caches by `beam_idx`.
+
+  Encoder-decoder keys/values are the same for every beam of an example and stay in place;
+  cache_index counters have no batch axis.
+  """
   flat_idx = (jnp.arange(batch)[:, None] * beams + beam_idx).reshape(-1)
 
-  def gather(x):
-    if x.ndim <= batch_axis:  # cache_index counters
+  def gather(path, x):
+    name = getattr(path[-1], "key", None)
+    if name not in ("cached_key", "cached_value"):
       return x
     return jnp.take(x, flat_idx, axis=batch_axis)
 
-  return jax.tree.map(gather, tree)
+  return jax.tree_util.tree_map_with_path(gather, cache)
 
 
 def beam_search(model: Transformer, params: Any, encoder_input_tokens: Array,
@@ -133,7 +138,7 @@ def beam_search(model: Transformer, params: Any, encoder_input_tokens: Array,
   encoded = _encode(model, params, encoder_input_tokens, encoder_segment_ids)
   enc_tokens = jnp.repeat(encoder_input_tokens, k, axis=0)
   encoded = jnp.repeat(encoded, k, axis=0)
-  cache = init_cache(model, params, enc_tokens, length)
+  cache = init_cache(model, params, encoded, enc_tokens, length)
 
   live_seqs = jnp.zeros((batch, k, length), jnp.int32)
   live_logp = jnp.tile(jnp.array([0.0] + [NEG_INF] * (k - 1), jnp.float32), (batch, 1))

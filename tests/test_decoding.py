@@ -50,49 +50,61 @@ def tiny():
   return _tiny(scan_layers=False)
 
 
+def _jit_decode(fn, model, **static):
+  return jax.jit(functools.partial(fn, model, max_decode_len=MAX_LEN, **static))
+
+
+@pytest.fixture(scope="module")
+def decoded(tiny):
+  """Greedy and beam (k=1, k=4; alpha=0) results on the tiny model, each compiled once."""
+  model, params, enc = tiny
+  return {"greedy": _jit_decode(decoding.greedy_decode, model)(params, enc),
+          "beam1": _jit_decode(decoding.beam_search, model, num_beams=1, alpha=0.0)(params, enc),
+          "beam4": _jit_decode(decoding.beam_search, model, num_beams=4, alpha=0.0)(params, enc)}
+
+
 @pytest.mark.parametrize("scan_layers", [False, True], ids=["layers", "scanned"])
-def test_greedy_cache_matches_recompute(scan_layers):
+def test_greedy_cache_matches_recompute(scan_layers, decoded):
   model, params, enc = _tiny(scan_layers)
-  got = jax.jit(functools.partial(decoding.greedy_decode, model, max_decode_len=MAX_LEN))(
-      params, enc)
+  if scan_layers:
+    got = _jit_decode(decoding.greedy_decode, model)(params, enc)
+  else:
+    got = decoded["greedy"]
   want = _greedy_by_recompute(model, params, enc, MAX_LEN)
   np.testing.assert_array_equal(np.asarray(got.tokens), want)
   assert (want == 1).any(), "fixture should produce some EOS"
   assert np.all(np.asarray(got.scores) < 0)
 
 
-def test_beam_one_equals_greedy(tiny):
-  model, params, enc = tiny
-  greedy = decoding.greedy_decode(model, params, enc, MAX_LEN)
-  beam = jax.jit(functools.partial(decoding.beam_search, model, max_decode_len=MAX_LEN,
-                                   num_beams=1, alpha=0.0))(params, enc)
+def test_beam_one_equals_greedy(decoded):
+  greedy, beam = decoded["greedy"], decoded["beam1"]
   np.testing.assert_array_equal(np.asarray(beam.tokens[:, 0]), np.asarray(greedy.tokens))
   np.testing.assert_allclose(np.asarray(beam.scores[:, 0]), np.asarray(greedy.scores), atol=1e-5)
 
 
-def test_beam_scores_at_least_greedy_and_sorted(tiny):
-  model, params, enc = tiny
-  greedy = decoding.greedy_decode(model, params, enc, MAX_LEN)
-  beam = decoding.beam_search(model, params, enc, MAX_LEN, num_beams=4, alpha=0.0)
+def test_beam_scores_at_least_greedy_and_sorted(tiny, decoded):
+  _, _, enc = tiny
+  beam = decoded["beam4"]
   scores = np.asarray(beam.scores)
   assert beam.tokens.shape == (enc.shape[0], 4, MAX_LEN)
-  assert np.all(scores[:, 0] >= np.asarray(greedy.scores) - 1e-5)
+  assert np.all(scores[:, 0] >= np.asarray(decoded["greedy"].scores) - 1e-5)
   assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
 
 
-def test_beam_scores_are_sequence_logprobs(tiny):
-  """A returned beam's score is the model's log-probability of that sequence (alpha=0)."""
+def test_beam_scores_are_sequence_logprobs(tiny, decoded):
+  """Every returned beam's score is the model's log-probability of that sequence (alpha=0)."""
   model, params, enc = tiny
-  beam = decoding.beam_search(model, params, enc, MAX_LEN, num_beams=3, alpha=0.0)
-  toks = np.asarray(beam.tokens[:, 0])
-  dec_in = np.concatenate([np.zeros((toks.shape[0], 1), np.int32), toks[:, :-1]], axis=1)
-  logits = model.apply({"params": params}, enc, jnp.asarray(dec_in), jnp.ones_like(dec_in),
-                       enable_dropout=False)
-  logp = np.asarray(jax.nn.log_softmax(logits))
-  tok_logp = np.take_along_axis(logp, toks[:, :, None], axis=-1)[:, :, 0]
-  # positions up to and including the first EOS count
-  upto = np.cumsum(np.cumsum(toks == 1, axis=1), axis=1) <= 1
-  np.testing.assert_allclose((tok_logp * upto).sum(1), np.asarray(beam.scores[:, 0]), atol=1e-4)
+  toks = np.asarray(decoded["beam4"].tokens)  # [batch, beams, len]
+  b, k, n = toks.shape
+  flat = toks.reshape(b * k, n)
+  dec_in = np.concatenate([np.zeros((b * k, 1), np.int32), flat[:, :-1]], axis=1)
+  batch = {"encoder_input_tokens": np.repeat(np.asarray(enc), k, axis=0),
+           "decoder_input_tokens": dec_in, "decoder_target_tokens": np.ones_like(dec_in)}
+  logp = np.asarray(jax.nn.log_softmax(testing.forward_fn(model.config)(params, batch)))
+  tok_logp = np.take_along_axis(logp, flat[:, :, None], axis=-1)[:, :, 0]
+  upto = np.cumsum(np.cumsum(flat == 1, axis=1), axis=1) <= 1  # up to and including EOS
+  np.testing.assert_allclose((tok_logp * upto).sum(1).reshape(b, k),
+                             np.asarray(decoded["beam4"].scores), atol=1e-4)
 
 
 def test_length_penalty_changes_normalisation():
@@ -141,11 +153,11 @@ def test_matches_transformers_generate(hf_model, num_beams):
                                output_scores=True, return_dict_in_generate=True)
   want = _pad_after_eos(out.sequences.numpy()[:, 1:], MAX_LEN).reshape(8, num_beams, MAX_LEN)
   if num_beams == 1:
-    got = decoding.greedy_decode(model, params, jnp.asarray(enc), MAX_LEN)
+    got = _jit_decode(decoding.greedy_decode, model)(params, jnp.asarray(enc))
     np.testing.assert_array_equal(np.asarray(got.tokens), want[:, 0])
   else:
-    got = decoding.beam_search(model, params, jnp.asarray(enc), MAX_LEN, num_beams=num_beams,
-                               alpha=0.0)
+    got = _jit_decode(decoding.beam_search, model, num_beams=num_beams, alpha=0.0)(
+        params, jnp.asarray(enc))
     np.testing.assert_array_equal(np.asarray(got.tokens)[:, 0], want[:, 0])
     hf_scores = out.sequences_scores.numpy().reshape(8, num_beams)
     np.testing.assert_allclose(np.asarray(got.scores)[:, 0], hf_scores[:, 0], atol=1e-3)

@@ -178,25 +178,37 @@ class MultiHeadDotProductAttention(nn.Module):
 
   @nn.compact
   def __call__(self, inputs_q: Array, inputs_kv: Array, mask: Array | None = None,
-               bias: Array | None = None, *, decode: bool = False,
+               bias: Array | None = None, *, decode: bool = False, cache_kv: bool = False,
                deterministic: bool = True) -> Array:
+    """decode: self-attention over a KV cache, one query position per call. cache_kv:
+    encoder-decoder attention while decoding: keys/values of the (fixed) encoder outputs are
+    projected once, when the cache is created, and reused at every step."""
     depth_scaling = jnp.sqrt(self.head_dim).astype(jnp.float32)
     query_init = lambda *args: self.kernel_init(*args) / depth_scaling  # pylint: disable=unnecessary-lambda-assignment
     proj = functools.partial(DenseGeneral, features=(self.num_heads, self.head_dim), axis=-1,
                              kernel_axes=("embed", "joined_kv"), dtype=self.dtype)
     query = proj(kernel_init=query_init, name="query")(inputs_q)
-    key = proj(kernel_init=self.kernel_init, name="key")(inputs_kv)
-    value = proj(kernel_init=self.kernel_init, name="value")(inputs_kv)
     query = _constrain(query, ("batch", "length", "heads", "kv"))
-    key = _constrain(key, ("batch", "length", "heads", "kv"))
-    value = _constrain(value, ("batch", "length", "heads", "kv"))
+    kv_axes = ("batch", "length", "heads", "kv")
+    if cache_kv and self.has_variable("cache", "cross_key"):
+      key = self.get_variable("cache", "cross_key")
+      value = self.get_variable("cache", "cross_value")
+    else:
+      key = _constrain(proj(kernel_init=self.kernel_init, name="key")(inputs_kv), kv_axes)
+      value = _constrain(proj(kernel_init=self.kernel_init, name="value")(inputs_kv), kv_axes)
+      if cache_kv:
+        self.put_variable("cache", "cross_key", key)
+        self.put_variable("cache", "cross_value", value)
 
     if decode:
-      # The first call (while the cache does not exist yet) only sizes the cache from the full
-      # decoder length; later calls write one position at a time.
+      # The first call (no cache yet) sizes the cache: [batch, max_len, heads, head_dim] with
+      # max_len from the bias table (the decoder builds it for max_decode_length); later calls
+      # write one position at a time.
       is_initialized = self.has_variable("cache", "cached_key")
-      cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
-      cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+      max_len = bias.shape[-1] if bias is not None else key.shape[1]
+      cache_shape = (key.shape[0], max_len) + key.shape[2:]
+      cached_key = self.variable("cache", "cached_key", jnp.zeros, cache_shape, key.dtype)
+      cached_value = self.variable("cache", "cached_value", jnp.zeros, cache_shape, value.dtype)
       cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
       if is_initialized:
         batch, max_len, heads, head_dim = cached_key.value.shape
@@ -214,6 +226,8 @@ class MultiHeadDotProductAttention(nn.Module):
         mask = step_mask if mask is None else jnp.logical_and(mask, step_mask)
         if bias is not None:
           bias = lax.dynamic_slice_in_dim(bias, cur, 1, axis=-2)
+      elif bias is not None:  # sizing call: outputs are discarded, keep shapes consistent
+        bias = bias[:, :, :query.shape[1], :key.shape[1]]
 
     if self.float32_logits:
       query, key = query.astype(jnp.float32), key.astype(jnp.float32)
@@ -340,7 +354,8 @@ class DecoderLayer(nn.Module):
     x = drop()(x, deterministic=det) + inputs
     x = _constrain(x, ("batch", "length", "embed"))
     y = LayerNorm(cfg.layer_norm_epsilon, dtype, name="pre_cross_attention_layer_norm")(x)
-    y = attn(name="encoder_decoder_attention")(y, encoded, cross_mask, None, deterministic=det)
+    y = attn(name="encoder_decoder_attention")(y, encoded, cross_mask, None,
+                                               cache_kv=self.decode, deterministic=det)
     y = drop()(y, deterministic=det) + x
     y = _constrain(y, ("batch", "length", "embed"))
     z = LayerNorm(cfg.layer_norm_epsilon, dtype, name="pre_mlp_layer_norm")(y)
