@@ -38,8 +38,11 @@ for name, files, bindings in cases:
     gin_utils.parse_gin_flags([".", t5x_root], files, bindings, skip_unknown=False,
                               finalize_config=True)
     q = lambda k: repr(gin.query_parameter(k))
+    task = gin.query_parameter("%MIXTURE_OR_TASK_NAME")
+    if hasattr(task, "scoped_configurable_fn"):  # @dsbs.tasks.mixture(): T5X evaluates it
+      task = task.scoped_configurable_fn()
     out[name] = {
-        "task": gin.query_parameter("%MIXTURE_OR_TASK_NAME"),
+        "task": task,
         "converter": q("models.EncoderDecoderModel.feature_converter_cls"),
         "partitions": gin.query_parameter("%NUM_PARTITIONS"),
         "partitions_binding": q("partitioning.PjitPartitioner.num_partitions"),
@@ -93,6 +96,11 @@ def test_train_configs_bind_under_t5x():
   cases.append(("anli_770m.gin+override", ["gin_configs/anli_770m.gin"],
                 ["MODEL_DIR = '/tmp/x'", "MIXTURE_OR_TASK_NAME = 'anli1_distill_pct25'",
                  "LOSS_ALPHA = 0.3"]))
+  # Off-grid fraction / rate through the registry's gin function (README, gin_configs/README).
+  cases.append(("anli_220m.gin+mixture()", ["gin_configs/anli_220m.gin"],
+                ["MODEL_DIR = '/tmp/x'", "MIXTURE_OR_TASK_NAME = @dsbs.tasks.mixture()",
+                 "dsbs.tasks.mixture.dataset = 'anli1'", "dsbs.tasks.mixture.fraction = 12.5",
+                 "dsbs.tasks.mixture.label_rate = 0.35"]))
   got = _bind("train", cases)
   errors = {k: v["error"] for k, v in got.items() if "error" in v}
   assert not errors, errors
@@ -104,6 +112,7 @@ def test_train_configs_bind_under_t5x():
   assert got["anli_770m.gin"]["partitions"] == 1 and got["anli_11b.gin"]["partitions"] == 8
   assert got["tiny_offline.gin"]["spec"] == "byte"
   assert got["anli_770m.gin+override"]["task"] == "anli1_distill_pct25"
+  assert got["anli_220m.gin+mixture()"]["task"] == "anli1_dsbs_pct12.5_rate0.35"
 
 
 @pytest.mark.parametrize("mode", ["eval", "infer"])
