@@ -81,10 +81,14 @@ def test_orbax_pytree_checkpoint(tmp_path):
   import orbax.checkpoint as ocp
   config = testing.tiny_config()
   params = testing.tiny_params(config, seed=5)
-  path = str(tmp_path / "orbax" / "checkpoint_5")
   ckptr = ocp.PyTreeCheckpointer()
-  ckptr.save(path, {"target": jax.tree.map(np.asarray, params), "state": {"step": np.int32(5)}})
+  tree = {"target": jax.tree.map(np.asarray, params), "state": {"step": np.int32(5)}}
+  path = str(tmp_path / "orbax" / "checkpoint_5")
+  ckptr.save(path, tree)
   _assert_same(t5x.load_t5x_checkpoint(path, config), params)
+  # T5X through Orbax: checkpoint_N/state/<pytree>; the run dir resolves to its newest step
+  ckptr.save(str(tmp_path / "run" / "checkpoint_9" / "state"), tree)
+  _assert_same(t5x.load_t5x_checkpoint(str(tmp_path / "run"), config), params)
 
 
 def test_mismatched_config_and_missing_dirs_raise(tmp_path):

@@ -16,8 +16,9 @@ Supported layouts:
    `{'kvstore': {'driver': 'gcs', 'bucket': 't5x-dummy-bucket'}, 'path': ...}`; the bucket
    and prefix are rewritten from the directory being read, so checkpoints move between buckets.
 
-2. Orbax PyTree checkpoints (a directory Orbax can `restore`): the 'target' subtree if present,
-   else 'params', else the whole tree.
+2. Orbax PyTree checkpoints: `checkpoint_N/state/` (what T5X writes when it checkpoints through
+   Orbax) or any directory Orbax can `restore`; the 'target' subtree if present, else
+   'params', else the whole tree.
 
 Only the model parameters (`target`) are read; optimizer state is ignored. `write_t5x_checkpoint`
 writes layout 1 (zarr + gzip, float32, version 3) with `target` and `state/step`; restoring it in
@@ -131,6 +132,8 @@ def load_t5x_checkpoint(path: str, config: T5Config) -> dict[str, Any]:
   ckpt_dir = latest_checkpoint_dir(path)
   if io.exists(f"{ckpt_dir}/checkpoint"):
     flat = _read_msgpack_checkpoint(ckpt_dir)
+  elif io.exists(f"{ckpt_dir}/state"):  # T5X with Orbax: checkpoint_N/state holds the PyTree
+    flat = _read_orbax_checkpoint(f"{ckpt_dir}/state")
   else:
     flat = _read_orbax_checkpoint(ckpt_dir)
   flat = param_tree.to_config_layout(flat, config)
