@@ -3,7 +3,7 @@
 Each T5X entry point imports its run script as `__main__` inside the gin files
 (`import __main__ as train_script`), so each mode is parsed in its own subprocess with that
 module installed as `__main__`, with `skip_unknown=False` and `finalize_config=True`, exactly as
-`python -m t5x.<mode>` parses them. Setup of T5X for these tests: README, "Running under T5X".
+`python -m t5x.<mode>` parses them. Setup of T5X for these tests: gin_configs/README.md.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from test_gin_configs import (COMMAND_FILES, GIN_DIR, REPO, T5X_INCLUDES, TRAIN_
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("t5x") is None,
     reason="T5X is not installed (not on PyPI): pip install it from GitHub to run these, "
-           "see README 'Running under T5X'")
+           "see gin_configs/README.md")
 
 _PARSE = r"""
 import importlib, json, os, sys

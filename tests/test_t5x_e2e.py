@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -29,7 +28,7 @@ TASK = "arith_label_gt_byte"  # the scored task of arith_dsbs_byte
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("t5x") is None,
                        reason="T5X is not installed (not on PyPI): pip install it from GitHub "
-                              "to run these, see README 'Running under T5X'"),
+                              "to run these, see gin_configs/README.md"),
     pytest.mark.timeout(900),
 ]
 
