@@ -1,8 +1,10 @@
 """Vocabularies by name, and a command that trains a SentencePiece model on a dataset.
 
 Specs accepted by `get_vocabulary`:
-  "t5"            the public T5 / T5 1.1 SentencePiece model (32k pieces + 100 extra ids), read
-                  lazily from gs://t5-data on first encode/decode, so registering tasks is offline.
+  "t5"            the public T5 / T5 1.1 SentencePiece model (`cc_all.32000.100extra`: 32k pieces
+                  with the 100 sentinel ids already inside the model file, 32,100 ids in all, as
+                  T5X's T5 1.1 gin files use it), read lazily from gs://t5-data on first
+                  encode/decode, so registering tasks is offline.
   "byte"          `seqio.ByteVocabulary()`: no file, works offline (tests, tiny runs).
   "<path>.model"  any SentencePiece model, local or gs:// (e.g. one trained by the command below);
                   append "?extra_ids=N" to add N sentinel ids (default 0).
@@ -23,7 +25,7 @@ import tempfile
 from typing import Iterable, Iterator, Sequence
 
 T5_SPM_PATH = "gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model"
-T5_EXTRA_IDS = 100
+T5_EXTRA_IDS = 0  # the .100extra model file already holds the sentinels
 ENV_VAR = "DSBS_VOCAB"
 DEFAULT_SPEC = "t5"
 
