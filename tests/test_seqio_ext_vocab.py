@@ -9,7 +9,7 @@ def test_byte_and_t5_specs_offline():
   assert isinstance(vocab.get_vocabulary("byte"), seqio.ByteVocabulary)
   t5 = vocab.get_vocabulary("t5")  # constructing it must not touch gs://
   assert isinstance(t5, seqio.SentencePieceVocabulary)
-  assert t5.sentencepiece_model_file == vocab.T5_SPM_PATH and t5.extra_ids == 100
+  assert t5.sentencepiece_model_file == vocab.T5_SPM_PATH and t5.extra_ids == 0  # sentinels live in the .100extra file
   assert vocab.get_vocabulary("byte") is vocab.get_vocabulary("byte")
 
 
