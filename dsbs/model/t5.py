@@ -117,14 +117,13 @@ class Embed(nn.Module):
 
 
 def relative_position_buckets(query_len: int, key_len: int, bidirectional: bool,
-                              num_buckets: int, max_distance: int,
-                              query_offset: int = 0) -> np.ndarray:
+                              num_buckets: int, max_distance: int) -> np.ndarray:
   """T5's bucketed relative positions, [query_len, key_len] int32, computed on the host.
 
   Exact for |distance| < num_buckets/2 (per direction), logarithmic up to max_distance. The
   float32 arithmetic mirrors HuggingFace's so that bucket boundaries agree bit for bit.
   """
-  q = np.arange(query_len, dtype=np.int64)[:, None] + query_offset
+  q = np.arange(query_len, dtype=np.int64)[:, None]
   k = np.arange(key_len, dtype=np.int64)[None, :]
   rel = k - q  # memory position - query position
   buckets = np.zeros_like(rel)
@@ -155,15 +154,18 @@ class RelativePositionBiases(nn.Module):
   embedding_init: Initializer = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
 
   @nn.compact
-  def __call__(self, query_len: int, key_len: int, bidirectional: bool = True) -> Array:
-    """Returns [1, heads, query_len, key_len] biases."""
+  def __call__(self, query_len: int, key_len: int, bidirectional: bool = True,
+               query_rows: Array | None = None) -> Array:
+    """Returns [1, heads, query_len, key_len] biases, or only the rows `query_rows` [n]."""
     table = self.param(
         "rel_embedding",
         nn.with_logical_partitioning(self.embedding_init, ("heads", "relpos_buckets")),
         (self.num_heads, self.num_buckets), jnp.float32)
-    buckets = relative_position_buckets(query_len, key_len, bidirectional, self.num_buckets,
-                                        self.max_distance)
-    values = jnp.take(jnp.asarray(table, self.dtype), jnp.asarray(buckets), axis=1)
+    buckets = jnp.asarray(relative_position_buckets(query_len, key_len, bidirectional,
+                                                    self.num_buckets, self.max_distance))
+    if query_rows is not None:
+      buckets = jnp.take(buckets, query_rows, axis=0)
+    values = jnp.take(jnp.asarray(table, self.dtype), buckets, axis=1)
     return values[None]
 
 
@@ -224,7 +226,7 @@ class MultiHeadDotProductAttention(nn.Module):
         step_mask = (jnp.arange(max_len) <= cur)[None, None, None, :]
         step_mask = jnp.broadcast_to(step_mask, (batch, 1, 1, max_len))
         mask = step_mask if mask is None else jnp.logical_and(mask, step_mask)
-        if bias is not None:
+        if bias is not None and bias.shape[-2] > 1:  # a full table: take the current row
           bias = lax.dynamic_slice_in_dim(bias, cur, 1, axis=-2)
       elif bias is not None:  # sizing call: outputs are discarded, keep shapes consistent
         bias = bias[:, :, :query.shape[1], :key.shape[1]]
@@ -418,7 +420,15 @@ class Decoder(nn.Module):
                                     cfg.relative_attention_max_distance, cfg.num_heads, dtype,
                                     name="relpos_bias")
     length = max_decode_length if (decode and max_decode_length) else tokens.shape[-1]
-    bias = relpos(length, length, False)
+    if decode and self.has_variable("cache", "position"):
+      # one step on the cache: only the bias row of the current position
+      position = self.variable("cache", "position", lambda: jnp.array(0, jnp.int32))
+      bias = relpos(length, length, False, query_rows=position.value[None])
+      position.value = position.value + 1
+    else:
+      if decode:  # sizing call: create the step counter
+        self.variable("cache", "position", lambda: jnp.array(0, jnp.int32))
+      bias = relpos(length, length, False)
     y = self.shared_embedding(tokens.astype(jnp.int32))
     y = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(y, deterministic=deterministic)
     y = _constrain(y.astype(dtype), ("batch", "length", "embed"))
