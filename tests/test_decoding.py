@@ -107,6 +107,24 @@ def test_beam_scores_are_sequence_logprobs(tiny, decoded):
                              np.asarray(decoded["beam4"].scores), atol=1e-4)
 
 
+def test_beam_length_normalisation(tiny):
+  """With alpha > 0 each score is log p(seq) / ((5 + len) / 6) ** alpha, len counting EOS."""
+  model, params, enc = tiny
+  beam = _jit_decode(decoding.beam_search, model, num_beams=4, alpha=0.6)(params, enc)
+  toks = np.asarray(beam.tokens)
+  b, k, n = toks.shape
+  flat = toks.reshape(b * k, n)
+  dec_in = np.concatenate([np.zeros((b * k, 1), np.int32), flat[:, :-1]], axis=1)
+  batch = {"encoder_input_tokens": np.repeat(np.asarray(enc), k, axis=0),
+           "decoder_input_tokens": dec_in, "decoder_target_tokens": np.ones_like(dec_in)}
+  logp = np.asarray(jax.nn.log_softmax(testing.forward_fn(model.config)(params, batch)))
+  tok_logp = np.take_along_axis(logp, flat[:, :, None], axis=-1)[:, :, 0]
+  upto = np.cumsum(np.cumsum(flat == 1, axis=1), axis=1) <= 1
+  lengths = np.where((flat == 1).any(1), np.argmax(flat == 1, axis=1) + 1, n)
+  want = (tok_logp * upto).sum(1) / ((5.0 + lengths) / 6.0) ** 0.6
+  np.testing.assert_allclose(want.reshape(b, k), np.asarray(beam.scores), atol=1e-4)
+
+
 def test_length_penalty_changes_normalisation():
   bp = decoding.brevity_penalty
   assert float(bp(0.0, jnp.array(7))) == 1.0
