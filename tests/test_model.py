@@ -11,7 +11,7 @@ from flax import linen as nn
 
 from dsbs import testing
 from dsbs.model import Transformer, get_config, init_params, param_tree
-from dsbs.model.config import CONFIGS, T5Config
+from dsbs.model.config import T5Config
 
 
 def _logits(config, params, batch):
