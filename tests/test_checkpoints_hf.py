@@ -120,3 +120,23 @@ def test_bad_checkpoints_raise(tmp_path, hf_dir):
                        "d_model": 8, "num_heads": 1, "d_kv": 8, "d_ff": 8, "num_layers": 1})
   with pytest.raises(FileNotFoundError):
     hf.load_hf_checkpoint(str(tmp_path / "nowhere"))
+
+
+def test_sharded_and_torch_bin_checkpoints_load(hf_dir, tmp_path):
+  """`*.index.json` sharded safetensors and pytorch_model.bin give the same tree."""
+  _, want = hf.load_hf_checkpoint(hf_dir)
+  model = transformers.T5ForConditionalGeneration.from_pretrained(hf_dir)
+  sharded = tmp_path / "sharded"
+  model.save_pretrained(str(sharded), max_shard_size="20KB")
+  assert (sharded / "model.safetensors.index.json").exists()
+  binary = tmp_path / "bin"
+  binary.mkdir()
+  (binary / "config.json").write_text(open(os.path.join(hf_dir, "config.json")).read())
+  torch.save({k: v.clone() for k, v in model.state_dict().items()},
+             str(binary / "pytorch_model.bin"))
+  for d in (sharded, binary):
+    _, got = hf.load_hf_checkpoint(str(d))
+    flat_w, flat_g = param_tree.flatten(want), param_tree.flatten(got)
+    assert set(flat_w) == set(flat_g)
+    for k in flat_w:
+      np.testing.assert_array_equal(flat_w[k], flat_g[k], err_msg=f"{d.name}: {k}")

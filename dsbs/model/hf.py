@@ -54,8 +54,12 @@ def config_from_hf(hf: Mapping[str, Any], source: str = "config.json", **overrid
         num_decoder_layers=int(hf.get("num_decoder_layers") or hf["num_layers"]),
         mlp_activations=(act, "linear") if gated else (act,),
         dropout_rate=float(hf.get("dropout_rate", 0.0)),
-        # HF: original T5 ties the head (and scales by d_model**-0.5); T5 1.1 sets it False.
-        logits_via_embedding=bool(hf.get("tie_word_embeddings", True)),
+        # Original T5 ties the head and scales by d_model**-0.5; T5 1.1 does neither. Files
+        # written by transformers>=5 say tie_word_embeddings=true for every T5 and record the
+        # scaling as scale_decoder_outputs; whether the head is really tied is decided by the
+        # tensors (lm_head.weight vs shared.weight) when loading.
+        logits_via_embedding=bool(hf.get("scale_decoder_outputs",
+                                         hf.get("tie_word_embeddings", True))),
         relative_attention_num_buckets=int(hf.get("relative_attention_num_buckets", 32)),
         relative_attention_max_distance=int(hf.get("relative_attention_max_distance", 128)),
         layer_norm_epsilon=float(hf.get("layer_norm_epsilon", 1e-6)),
@@ -93,6 +97,7 @@ def config_to_hf(config: T5Config) -> dict[str, Any]:
       "initializer_factor": 1.0,
       "feed_forward_proj": proj,
       "tie_word_embeddings": config.logits_via_embedding,
+      "scale_decoder_outputs": config.logits_via_embedding,  # read by transformers>=5
       "is_encoder_decoder": True,
       "use_cache": True,
       "pad_token_id": 0,
@@ -217,9 +222,12 @@ def load_hf_checkpoint(path: str, config: T5Config | None = None,
     if tmp is not None:
       tmp.cleanup()
   mapping = name_map(config)
+  if not config.logits_via_embedding and "lm_head.weight" not in state:
+    # an unscaled head that shares the embedding's weights: an untied head with a copy
+    state["lm_head.weight"] = state.get("shared.weight")
   flat = {}
   for hf_name, (ours, how) in mapping.items():
-    if hf_name not in state:
+    if state.get(hf_name) is None:
       raise ValueError(f"{path}: tensor {hf_name} (for {ours}) missing from the checkpoint")
     value = state[hf_name]
     flat[ours] = np.ascontiguousarray(value.T) if how == "T" else value
