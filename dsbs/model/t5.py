@@ -478,7 +478,12 @@ class Transformer(nn.Module):
              decoder_segment_ids: Array | None = None, decoder_positions: Array | None = None,
              enable_dropout: bool = True, decode: bool = False,
              max_decode_length: int | None = None) -> Array:
-    """Decoder logits [batch, len, vocab] in float32; with decode=True, one step on the cache."""
+    """Decoder logits [batch, len, vocab] in float32; with decode=True, one step on the cache.
+
+    The first decode=True call (no 'cache' yet, any decoder length, `max_decode_length` set)
+    creates the cache and projects the encoder-decoder keys/values of `encoded` into it once;
+    pass the real encodings there (dsbs.decoding.init_cache does), not placeholders.
+    """
     del decoder_positions  # relative position biases need none
     enc_valid = encoder_input_tokens > 0
     if decode:
