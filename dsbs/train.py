@@ -121,8 +121,8 @@ class TrainState:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args, bindings = parse_flags(argv)
-  if os.environ.get("JAX_COORDINATOR_ADDRESS") or int(os.environ.get("DSBS_NUM_PROCESSES", "1")) > 1:
-    jax.distributed.initialize()  # multi-host: one process per host, env gives the coordinator
+  if args.multihost or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
+    jax.distributed.initialize()  # one process per host; Cloud TPU / SLURM env gives the rest
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   import importlib  # pylint: disable=g-import-not-at-top
   import dsbs.tasks  # pylint: disable=g-import-not-at-top,unused-import  (registers SeqIO tasks)
@@ -152,6 +152,8 @@ def parse_flags(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[st
   parser.add_argument("--then_evaluate", action="store_true",
                       help="evaluate the best checkpoint on --eval_split after training")
   parser.add_argument("--eval_split", default="test")
+  parser.add_argument("--multihost", action="store_true",
+                      help="call jax.distributed.initialize() (automatic on multi-host TPU VMs)")
   args, rest = parser.parse_known_args(argv)
   bindings = list(args.gin_bindings)
   for r in rest:
