@@ -140,3 +140,15 @@ def test_sharded_and_torch_bin_checkpoints_load(hf_dir, tmp_path):
     assert set(flat_w) == set(flat_g)
     for k in flat_w:
       np.testing.assert_array_equal(flat_w[k], flat_g[k], err_msg=f"{d.name}: {k}")
+
+
+def test_bfloat16_checkpoint_loads_as_float32(hf_dir, tmp_path):
+  model = transformers.T5ForConditionalGeneration.from_pretrained(hf_dir).to(torch.bfloat16)
+  model.save_pretrained(str(tmp_path / "bf16"))
+  _, got = hf.load_hf_checkpoint(str(tmp_path / "bf16"))
+  _, ref = hf.load_hf_checkpoint(hf_dir)
+  g = param_tree.flatten(got)["encoder/layers_0/attention/query/kernel"]
+  r = param_tree.flatten(ref)["encoder/layers_0/attention/query/kernel"]
+  assert g.dtype == np.float32
+  want = torch.tensor(r).to(torch.bfloat16).float().numpy()
+  np.testing.assert_array_equal(g, want)
