@@ -67,8 +67,10 @@ def test_write_then_read_roundtrip_and_layouts(tmp_path):
   assert os.path.isdir(os.path.join(ckpt, "target.encoder.layers_0.attention.query.kernel"))
   with open(os.path.join(ckpt, "checkpoint"), "rb") as f:
     contents = serialization.msgpack_restore(f.read())
-  assert contents["version"] == 3 and int(contents["state"]["step"]) == 12
-  spec = contents["target"]["encoder"]["layers_0"]["attention"]["query"]["kernel"]
+  # T5X's own layout: the state dict sits under 'optimizer' (t5x.checkpoints reads it there).
+  state = contents["optimizer"]
+  assert contents["version"] == 3 and int(state["state"]["step"]) == 12
+  spec = state["target"]["encoder"]["layers_0"]["attention"]["query"]["kernel"]
   assert spec["kvstore"] == {"driver": "file", "path": "target.encoder.layers_0.attention.query.kernel"}
   _assert_same(t5x.load_t5x_checkpoint(ckpt, config), params)
   # the same checkpoint read into a scanned-layer model

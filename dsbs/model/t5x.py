@@ -21,7 +21,8 @@ Supported layouts:
    'params', else the whole tree.
 
 Only the model parameters (`target`) are read; optimizer state is ignored. `write_t5x_checkpoint`
-writes layout 1 (zarr + gzip, float32, version 3) with `target` and `state/step`; restoring it in
+writes layout 1 (zarr + gzip, float32, version 3) with `optimizer/target` and
+`optimizer/state/step`, where T5X's restore looks; restoring it in
 T5X for evaluation needs the optimizer slots skipped, e.g.
 `utils.RestoreCheckpointConfig(..., strict=False)` or an `assignment_map` dropping
 `state/param_states/.*` (see README).
@@ -183,8 +184,10 @@ def write_t5x_checkpoint(params: Mapping[str, Any], out_dir: str, step: int) -> 
     for part in parts[:-1]:
       node = node.setdefault(part, {})
     node[parts[-1]] = rel_spec
-  contents = {"version": T5X_VERSION, "target": tree,
-              "state": {"step": np.asarray(step, np.int32)}}
+  # T5X's restore looks the state dict up under 'optimizer' (its checkpoints.py reads
+  # contents['optimizer'] whatever the version), so the exported tree goes there.
+  contents = {"version": T5X_VERSION,
+              "optimizer": {"target": tree, "state": {"step": np.asarray(step, np.int32)}}}
   data = serialization.msgpack_serialize(contents)
   if remote:
     with io.open_bytes(f"{ckpt_dir}/checkpoint", "wb") as f:
