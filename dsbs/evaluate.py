@@ -9,8 +9,8 @@ scored tasks) and `<output_dir>/predictions.jsonl` (task, id, input, target, pre
 correct[, rationale]). Only tasks with metric fns are decoded (the `predict:` side of a dsbs
 mixture; a `cot` task's label is parsed from the generated text by the task's postprocessor).
 `--with_rationale` also decodes the paired `explain:` task and stores its text beside each
-prediction (paired by example id, else by position). `correct` is postprocessed prediction ==
-postprocessed target.
+prediction (paired by example id, else by position). `correct` is the task's own `accuracy` metric
+on that one example (SVAMP compares values), else postprocessed prediction == target.
 
 A run dir needs nothing else: its `model_config.json` gives the architecture and its best (else
 latest) checkpoint the parameters. HF / T5X dirs go through `dsbs.model.checkpoints`.
@@ -157,13 +157,22 @@ def score_tasks(model_cfg, params, mixture_or_task: str, split: str, lengths: Ma
       for i, (ex, ids, p, t) in enumerate(zip(exs, decoded, preds, targets)):
         row = {"task": task.name, "id": _id(ex, i), "input": _text(ex, "inputs", vocab),
                "target": _jsonable(t), "prediction": _jsonable(p),
-               "prediction_text": vocab.decode(ids), "correct": bool(p == t)}
+               "prediction_text": vocab.decode(ids), "correct": _correct(task, t, p)}
         if with_rationale:
           row["rationale"] = rationales.get(row["id"], rationales.get(i))
         predictions.append(row)
   if accs:
     out["accuracy"] = float(np.mean(accs))
   return out
+
+
+def _correct(task, target: Any, prediction: Any) -> bool:
+  """Per-example correctness by the task's own accuracy metric (e.g. SVAMP compares values)."""
+  for fn in task.predict_metric_fns:
+    out = fn([target], [prediction])
+    if "accuracy" in out:
+      return float(out["accuracy"]) > 0
+  return bool(prediction == target)
 
 
 def _decode_all(decoder, exs, input_len: int, batch_size: int) -> list[list[int]]:

@@ -40,7 +40,7 @@ def test_greedy_from_run_dir_writes_metrics_and_predictions(run_dir, tmp_path):
   assert len(rows) == 10  # only the scored (predict:) task is decoded
   for row in rows:
     assert {"id", "input", "target", "prediction", "correct"} <= set(row)
-    assert row["input"].startswith("predict: ") and row["correct"] == (row["prediction"] == row["target"])
+    assert row["input"].startswith("predict: ") and row["correct"] == (row["prediction"] == row["target"])  # exact-match task
   assert sum(r["correct"] for r in rows) / 10 * 100 == pytest.approx(metrics["metrics"]["accuracy"])
 
 
