@@ -224,7 +224,10 @@ def load_checkpoint(path: str, model: str | None = None) -> tuple[Any, Any, dict
       info["experiment"] = summaries.read_json(exp_file)
     return model_cfg, params, info
   from dsbs.model import checkpoints  # pylint: disable=g-import-not-at-top
-  model_cfg, params = checkpoints.load_checkpoint(path, model)
+  config = model
+  if model and model.endswith(".json"):  # a run's model_config.json
+    config = model_lib.T5Config(**summaries.read_json(model))
+  model_cfg, params = checkpoints.load_checkpoint(path, config)
   return model_cfg, params, {"kind": "external", "path": path}
 
 
@@ -289,7 +292,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--feature_lengths", default=None, help='JSON, e.g. {"inputs": 512, "targets": 256}')
   parser.add_argument("--dtype", default=None, help="compute dtype override (float32, bfloat16)")
   parser.add_argument("--model", default=None,
-                      help="dsbs.model config name for T5X checkpoints (they carry no config)")
+                      help="for T5X checkpoints (they carry no config): a dsbs.model config name "
+                      "or a model_config.json")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   return run(args.checkpoint, args.task, args.split, decode=args.decode, num_beams=args.num_beams,

@@ -57,3 +57,20 @@ def test_beam_with_rationale_from_step_dir(run_dir, tmp_path):
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
   with pytest.raises((FileNotFoundError, ValueError)):
     evaluate.main([f"--checkpoint={tmp_path}", "--task=tiny_add_dsbs"])
+
+
+def test_hf_and_t5x_exports_evaluate_like_the_run_dir(run_dir, tmp_path):
+  """The same weights exported to HF and T5X formats give the same predictions."""
+  from dsbs.model import checkpoints
+  cfg, params, _ = evaluate.load_checkpoint(str(run_dir))
+  hf_dir = checkpoints.export(params, cfg, str(tmp_path / "hf"), fmt="hf")
+  t5x_dir = checkpoints.export(params, cfg, str(tmp_path / "t5x"), fmt="t5x", step=2)
+  common = ["--task=tiny_add_dsbs", "--split=test", "--max_examples=6",
+            '--feature_lengths={"inputs": 24, "targets": 16}']
+  evaluate.main([f"--checkpoint={run_dir}", f"--output_dir={tmp_path / 'a'}", *common])
+  evaluate.main([f"--checkpoint={hf_dir}", f"--output_dir={tmp_path / 'b'}", *common])
+  evaluate.main([f"--checkpoint={t5x_dir}", f"--model={run_dir / 'model_config.json'}",
+                 f"--output_dir={tmp_path / 'c'}",
+                 *common])
+  preds = [[r["prediction_text"] for r in _read(tmp_path / d)[1]] for d in "abc"]
+  assert preds[0] == preds[1] == preds[2] and len(preds[0]) == 6
