@@ -100,29 +100,8 @@ def to_global(batch: Batch, shardings: Mapping[str, jax.sharding.Sharding]) -> d
 
 
 def kind_tagging_converter(pack: bool = False, alpha: float = 0.5, loss_mode: str = "paper"):
-  """The dsbs feature converter, also emitting `decoder_task_kind` for per-task train metrics.
-
-  `decoder_task_kind` is per target token: 1 label, 2 rationale, 3 single-task, 0 padding (the
-  converter's internal kind feature, kept). Loss weights are exactly the converter's.
-  """
-  import seqio  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  """The dsbs feature converter, also emitting `decoder_task_kind` for per-task train metrics."""
   from dsbs.seqio_ext import feature_converters as fc  # pylint: disable=g-import-not-at-top
 
-  class _KindTagging(fc.DsbsEncDecFeatureConverter):
-    MODEL_FEATURES = {
-        **fc.DsbsEncDecFeatureConverter.MODEL_FEATURES,
-        "decoder_task_kind": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32),
-    }
-
-    def _convert_example(self, features):
-      out = dict(super()._convert_example(features))
-      out["decoder_task_kind"] = tf.cast(features[fc._KIND_TOKENS], tf.int32)  # pylint: disable=protected-access
-      return out
-
-    def get_model_feature_lengths(self, task_feature_lengths):
-      lengths = dict(super().get_model_feature_lengths(task_feature_lengths))
-      lengths["decoder_task_kind"] = task_feature_lengths["targets"]
-      return lengths
-
-  return _KindTagging(pack=pack, alpha=alpha, loss_mode=loss_mode)
+  return fc.DsbsEncDecFeatureConverter(pack=pack, alpha=alpha, loss_mode=loss_mode,
+                                       emit_task_kind=True)

@@ -63,7 +63,8 @@ def _converted(pack, alpha=0.3, loss_mode="paper"):
   return _CACHE[key]
 
 
-@pytest.mark.parametrize("pack,alpha", [(False, 0.3), (True, 0.3), (True, 0.5), (False, 0.9)])
+@pytest.mark.parametrize("pack,alpha", [(False, 0.3), (True, 0.3), (True, 0.5), (False, 0.9),
+                                        (False, 1.0), (False, 0.0), (True, 1.0)])
 def test_paper_mode_reproduces_paper_loss(pack, alpha):
   batch = _converted(pack, alpha)
   assert batch["decoder_loss_weights"].dtype == np.float32
@@ -113,6 +114,17 @@ def test_packed_weights_exact_per_segment():
       seen += 1
     np.testing.assert_array_equal(batch["decoder_loss_weights"][row][seg == 0], 0.0)
   assert seen == len(EXAMPLES)
+
+
+def test_emit_task_kind_tags_tokens_without_changing_weights():
+  conv = fc.DsbsEncDecFeatureConverter(pack=False, alpha=0.3, emit_task_kind=True)
+  batch = _batch(conv, EXAMPLES)
+  np.testing.assert_array_equal(batch["decoder_loss_weights"], _converted(False, 0.3)["decoder_loss_weights"])
+  for row, ex in enumerate(EXAMPLES):
+    n = len(ex["targets"])
+    np.testing.assert_array_equal(batch[fc.TASK_KIND_FEATURE][row, :n], ex["task_kind"] + 1)
+    np.testing.assert_array_equal(batch[fc.TASK_KIND_FEATURE][row, n:], 0)
+  assert fc.TASK_KIND_FEATURE not in fc.DsbsEncDecFeatureConverter.MODEL_FEATURES  # T5X's set
 
 
 def test_single_task_kind_is_per_example_mean():

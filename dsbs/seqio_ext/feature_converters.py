@@ -55,6 +55,7 @@ import tensorflow as tf
 LOSS_MODES = ("paper", "tokens")
 LABEL, RATIONALE, SINGLE = 0, 1, 2  # values of the `task_kind` feature
 _KIND_TOKENS = "dsbs_task_kind"  # per-token (kind + 1); 0 marks padding
+TASK_KIND_FEATURE = "decoder_task_kind"  # the model feature emitted with emit_task_kind=True
 
 
 def kind_coefficients(alpha: float) -> tuple[float, float, float]:
@@ -67,7 +68,9 @@ class DsbsEncDecFeatureConverter(seqio.EncDecFeatureConverter):
   """EncDecFeatureConverter whose float32 `decoder_loss_weights` carry the two-task balance.
 
   Input examples need `inputs`, `targets` and (optionally) the int32 scalar `task_kind`;
-  without `task_kind` every example counts as single-task (kind 2).
+  without `task_kind` every example counts as single-task (kind 2). With `emit_task_kind=True`
+  it also outputs `decoder_task_kind`, per target token: 1 label, 2 rationale, 3 single-task,
+  0 padding (the built-in runner logs per-task losses from it; T5X leaves it off).
   """
 
   MODEL_FEATURES = {
@@ -76,7 +79,7 @@ class DsbsEncDecFeatureConverter(seqio.EncDecFeatureConverter):
   }
 
   def __init__(self, pack: bool = True, alpha: float = 0.5, loss_mode: str = "paper",
-               **kwargs: Any):
+               emit_task_kind: bool = False, **kwargs: Any):
     if not 0.0 <= float(alpha) <= 1.0:
       raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if loss_mode not in LOSS_MODES:
@@ -84,6 +87,10 @@ class DsbsEncDecFeatureConverter(seqio.EncDecFeatureConverter):
     super().__init__(pack=pack, **kwargs)
     self._alpha = float(alpha)
     self._loss_mode = loss_mode
+    self._emit_task_kind = bool(emit_task_kind)
+    if self._emit_task_kind:  # an instance attribute: the class keeps T5X's feature set
+      self.MODEL_FEATURES = {**self.MODEL_FEATURES,
+                             TASK_KIND_FEATURE: seqio.FeatureConverter.FeatureSpec(tf.int32)}
 
   @property
   def alpha(self) -> float:
@@ -136,9 +143,17 @@ class DsbsEncDecFeatureConverter(seqio.EncDecFeatureConverter):
     def convert(features):
       out = dict(self._convert_example(features))
       out["decoder_loss_weights"] = self._loss_weights(features)
+      if self._emit_task_kind:
+        out[TASK_KIND_FEATURE] = tf.cast(features[_KIND_TOKENS], tf.int32)
       return out
 
     return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+
+  def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
+    lengths = dict(super().get_model_feature_lengths(task_feature_lengths))
+    if self._emit_task_kind:
+      lengths[TASK_KIND_FEATURE] = task_feature_lengths["targets"]
+    return lengths
 
 
 def num_examples(batch: Mapping[str, Any]) -> Any:
@@ -149,11 +164,13 @@ def num_examples(batch: Mapping[str, Any]) -> Any:
   """
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-  weights = jnp.asarray(batch["decoder_loss_weights"])
   if "decoder_segment_ids" in batch:
     seg = jnp.asarray(batch["decoder_segment_ids"])
     return jnp.sum(jnp.max(seg, axis=-1)).astype(jnp.float32)
-  return jnp.sum(jnp.any(weights > 0, axis=-1)).astype(jnp.float32)
+  # Rows with a real target token, whatever their weight: at alpha = 0 or 1 one task's rows
+  # weigh 0 but still count, so the loss stays a * L_label + (1 - a) * L_rationale.
+  targets = jnp.asarray(batch["decoder_target_tokens"])
+  return jnp.sum(jnp.any(targets > 0, axis=-1)).astype(jnp.float32)
 
 
 def loss_normalizer(batch: Mapping[str, Any], loss_mode: str = "paper") -> Any:
