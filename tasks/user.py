@@ -65,31 +65,23 @@ def read_user_jsonl(path: str, *, kind: str = "free",
   examples: list[record.Example] = []
   seen: dict[str, int] = {}
   space = set(label_space) if label_space else None
-  with io.open_text(path) as f:
-    for line_no, line in enumerate(f, start=1):
-      if not line.strip():
+  for line_no, row in record.iter_json_objects(path):
+    ex = _to_example(row, path, line_no)
+    if ex.id in seen:
+      raise record.RecordError(path, line_no, "id",
+                               f"duplicate id {ex.id!r} (first on line {seen[ex.id]})")
+    seen[ex.id] = line_no
+    for field in ("label", "teacher_label"):
+      value = getattr(ex, field)
+      if value is None:
         continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise record.RecordError(path, line_no, None,
-                                 f"malformed JSON: {e.msg} (column {e.colno})") from None
-      ex = _to_example(row, path, line_no)
-      if ex.id in seen:
-        raise record.RecordError(path, line_no, "id",
-                                 f"duplicate id {ex.id!r} (first on line {seen[ex.id]})")
-      seen[ex.id] = line_no
-      for field in ("label", "teacher_label"):
-        value = getattr(ex, field)
-        if value is None:
-          continue
-        if space is not None and value not in space:
-          raise record.RecordError(path, line_no, field,
-                                   f"{value!r} is not in the label space {sorted(space)}")
-        if kind in ("arithmetic", "numeric") and arith.safe_eval(value) is None:
-          raise record.RecordError(path, line_no, field,
-                                   f"{value!r} is not an arithmetic expression or number")
-      examples.append(ex)
+      if space is not None and value not in space:
+        raise record.RecordError(path, line_no, field,
+                                 f"{value!r} is not in the label space {sorted(space)}")
+      if kind in ("arithmetic", "numeric") and arith.safe_eval(value) is None:
+        raise record.RecordError(path, line_no, field,
+                                 f"{value!r} is not an arithmetic expression or number")
+    examples.append(ex)
   return examples
 
 

@@ -80,8 +80,11 @@ class Example:
     return cls(**{**row, "parse_status": status, "meta": meta})
 
 
-def read_jsonl(path: str) -> Iterator[Example]:
-  """Reads canonical records from a local or gs:// JSONL file, validating every line."""
+def iter_json_objects(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
+  """Yields (line number, object) from a local or gs:// JSON Lines file, skipping blank lines.
+
+  A line that is not valid JSON, or not a JSON object, raises RecordError naming file and line.
+  """
   from dsbs.data import io  # pylint: disable=g-import-not-at-top
 
   with io.open_text(path) as f:
@@ -92,7 +95,15 @@ def read_jsonl(path: str) -> Iterator[Example]:
         row = json.loads(line)
       except json.JSONDecodeError as e:
         raise RecordError(path, line_no, None, f"malformed JSON: {e.msg} (column {e.colno})") from None
-      yield Example.from_dict(row, path=path, line=line_no)
+      if not isinstance(row, dict):
+        raise RecordError(path, line_no, None, f"expected a JSON object, got {type(row).__name__}")
+      yield line_no, row
+
+
+def read_jsonl(path: str) -> Iterator[Example]:
+  """Reads canonical records from a local or gs:// JSONL file, validating every line."""
+  for line_no, row in iter_json_objects(path):
+    yield Example.from_dict(row, path=path, line=line_no)
 
 
 def write_jsonl(path: str, examples: Iterable[Example]) -> int:

@@ -25,7 +25,7 @@ from typing import Any
 
 from dsbs.data import benchmarks, io
 from dsbs.data.datadir import RELEASE_URL
-from dsbs.data.record import NO_TEACHER, Example, RecordError
+from dsbs.data.record import NO_TEACHER, Example, RecordError, iter_json_objects
 
 VALIDATION_FRACTION = 0.1
 VALIDATION_SALT = "dsbs-validation-v1"
@@ -52,17 +52,8 @@ def split_path(data_dir: str, dataset: str, file_split: str) -> str:
 def read_rows(path: str) -> list[dict[str, Any]]:
   """Reads a JSON Lines split file; a malformed line raises RecordError naming file and line."""
   rows = []
-  with io.open_text(path) as f:
-    for line_no, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise RecordError(path, line_no, None, f"malformed JSON: {e.msg} (column {e.colno})") from None
-      if not isinstance(row, dict):
-        raise RecordError(path, line_no, None, f"expected a JSON object, got {type(row).__name__}")
-      rows.append({"__line__": line_no, **row})
+  for line_no, row in iter_json_objects(path):
+    rows.append({"__line__": line_no, **row})
   return rows
 
 

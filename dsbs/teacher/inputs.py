@@ -9,7 +9,6 @@ field.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from typing import Sequence
 
@@ -29,58 +28,48 @@ def read_user_jsonl(path: str, *, label_space: Sequence[str] | None = None,
   stem = os.path.splitext(os.path.basename(path))[0]
   out: list[Example] = []
   seen: dict[str, int] = {}
-  with io.open_text(path) as f:
-    for line_no, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise RecordError(path, line_no, None,
-                          f"malformed JSON: {e.msg} (column {e.colno})") from None
-      if not isinstance(row, dict):
-        raise RecordError(path, line_no, None, f"expected a JSON object, got {type(row).__name__}")
-      unknown = sorted(set(row) - _USER_FIELDS - _CANONICAL_EXTRA)
-      if unknown:
-        raise RecordError(path, line_no, unknown[0],
-                          f"unknown field (known: {sorted(_USER_FIELDS)})")
-      text = row.get("input")
-      if not isinstance(text, str) or not text.strip():
-        raise RecordError(path, line_no, "input", "expected a non-empty string")
-      ex_id = row.get("id", f"{stem}-{line_no}")
-      if isinstance(ex_id, int) and not isinstance(ex_id, bool):
-        ex_id = str(ex_id)
-      if not isinstance(ex_id, str) or not ex_id:
-        raise RecordError(path, line_no, "id", "expected a non-empty string or an integer")
-      if ex_id in seen:
-        raise RecordError(path, line_no, "id",
-                          f"duplicate id {ex_id!r} (first on line {seen[ex_id]})")
-      seen[ex_id] = line_no
-      label = row.get("label")
-      if label is not None:
-        if isinstance(label, (int, float)) and not isinstance(label, bool):
-          label = str(label)
-        if not isinstance(label, str):
-          raise RecordError(path, line_no, "label", "expected a string, a number or null")
-        if label_space is not None and label not in label_space:
-          raise RecordError(path, line_no, "label", f"{label!r} not in the prompt's label space "
-                            f"{list(label_space)}")
-      meta = row.get("meta") or {}
-      if not isinstance(meta, dict):
-        raise RecordError(path, line_no, "meta", "expected a JSON object")
-      choices = row.get("choices", meta.get("choices"))
-      if choices is not None:
-        if not isinstance(choices, list) or not choices or not all(
-            isinstance(c, str) and c for c in choices):
-          raise RecordError(path, line_no, "choices", "expected a non-empty list of strings")
-        meta = {**meta, "choices": choices}
-      elif needs_choices:
-        raise RecordError(path, line_no, "choices", "a multiple-choice prompt needs each row's "
-                          "choices")
-      if choices is not None and label is not None and label not in choices:
-        raise RecordError(path, line_no, "label", f"{label!r} is not one of the row's choices")
-      out.append(Example(id=ex_id, input=text, label=label, parse_status=record.NO_TEACHER,
-                         meta=meta))
+  for line_no, row in record.iter_json_objects(path):
+    unknown = sorted(set(row) - _USER_FIELDS - _CANONICAL_EXTRA)
+    if unknown:
+      raise RecordError(path, line_no, unknown[0],
+                        f"unknown field (known: {sorted(_USER_FIELDS)})")
+    text = row.get("input")
+    if not isinstance(text, str) or not text.strip():
+      raise RecordError(path, line_no, "input", "expected a non-empty string")
+    ex_id = row.get("id", f"{stem}-{line_no}")
+    if isinstance(ex_id, int) and not isinstance(ex_id, bool):
+      ex_id = str(ex_id)
+    if not isinstance(ex_id, str) or not ex_id:
+      raise RecordError(path, line_no, "id", "expected a non-empty string or an integer")
+    if ex_id in seen:
+      raise RecordError(path, line_no, "id",
+                        f"duplicate id {ex_id!r} (first on line {seen[ex_id]})")
+    seen[ex_id] = line_no
+    label = row.get("label")
+    if label is not None:
+      if isinstance(label, (int, float)) and not isinstance(label, bool):
+        label = str(label)
+      if not isinstance(label, str):
+        raise RecordError(path, line_no, "label", "expected a string, a number or null")
+      if label_space is not None and label not in label_space:
+        raise RecordError(path, line_no, "label", f"{label!r} not in the prompt's label space "
+                          f"{list(label_space)}")
+    meta = row.get("meta") or {}
+    if not isinstance(meta, dict):
+      raise RecordError(path, line_no, "meta", "expected a JSON object")
+    choices = row.get("choices", meta.get("choices"))
+    if choices is not None:
+      if not isinstance(choices, list) or not choices or not all(
+          isinstance(c, str) and c for c in choices):
+        raise RecordError(path, line_no, "choices", "expected a non-empty list of strings")
+      meta = {**meta, "choices": choices}
+    elif needs_choices:
+      raise RecordError(path, line_no, "choices", "a multiple-choice prompt needs each row's "
+                        "choices")
+    if choices is not None and label is not None and label not in choices:
+      raise RecordError(path, line_no, "label", f"{label!r} is not one of the row's choices")
+    out.append(Example(id=ex_id, input=text, label=label, parse_status=record.NO_TEACHER,
+                       meta=meta))
   return out
 
 
