@@ -13,7 +13,10 @@ import re
 from typing import Union
 
 MAX_DEPTH = 64  # nesting limit: deeper input is rejected, never a RecursionError
-_TOKEN = re.compile(r"\s*(?:(\d+(?:,\d{3})+(?:\.\d*)?|\d+\.?\d*|\.\d+)|([-+*/()]))")
+MAX_CHARS = 1000  # safe_eval: longer text is not an answer a model should be credited for
+MAX_TOKENS = 400
+# ASCII digits only: "١٢" is not a number here.
+_TOKEN = re.compile(r"\s*(?:(\d+(?:,\d{3})+(?:\.\d*)?|\d+\.?\d*|\.\d+)|([-+*/()]))", re.ASCII)
 
 
 class ExpressionError(ValueError):
@@ -82,9 +85,12 @@ class _Parser:
     return node
 
   def unary(self) -> Node:
-    sign = 1
+    sign, signs = 1, 0
     while self.peek() in ("-", "+"):
       sign = -sign if self.take() == "-" else sign
+      signs += 1
+      if signs > MAX_DEPTH:
+        raise ExpressionError(f"more than {MAX_DEPTH} signs in a row")
     node = self.atom()
     return Neg(node) if sign < 0 else node
 
@@ -101,7 +107,10 @@ class _Parser:
       return node
     if tok in "+-*/)":
       raise ExpressionError(f"unexpected {tok!r} in {self.text!r}")
-    return float(tok)
+    value = float(tok)
+    if not math.isfinite(value):
+      raise ExpressionError(f"number out of range: {tok[:20]}...")
+    return value
 
 
 def parse_expression(text: str) -> Node:
@@ -154,6 +163,36 @@ def to_gold_format(node: Node) -> str:
 def canonical_expression(text: str) -> str:
   """Re-writes an expression string in the SVAMP gold format; raises ExpressionError."""
   return to_gold_format(parse_expression(text))
+
+
+def safe_eval(expr: object) -> float | None:
+  """The value of an untrusted expression string (a model's output), or None; never raises.
+
+  Accepts only what `parse_expression` does, within MAX_CHARS / MAX_TOKENS / MAX_DEPTH; division
+  by zero, overflow to inf or nan, and anything else give None, which metrics score as wrong.
+  """
+  if not isinstance(expr, str) or len(expr) > MAX_CHARS:
+    return None
+  try:
+    tokens = _tokenize(expr)
+    if len(tokens) > MAX_TOKENS:
+      return None
+    parser = _Parser(tokens, expr)
+    node = parser.expr()
+    if parser.peek() is not None:
+      return None
+    value = evaluate_node(node)
+  except (ExpressionError, OverflowError, ValueError, ZeroDivisionError, RecursionError):
+    return None
+  return value if math.isfinite(value) else None
+
+
+def values_match(a: float | None, b: float | None, *, rel_tol: float = 1e-6,
+                 abs_tol: float = 1e-6) -> bool:
+  """True when both values exist and agree within tolerance (None never matches)."""
+  if a is None or b is None:
+    return False
+  return math.isclose(a, b, rel_tol=rel_tol, abs_tol=abs_tol)
 
 
 def values_equal(a: float, b: float, *, rel_tol: float = 1e-4, abs_tol: float = 1e-4) -> bool:
