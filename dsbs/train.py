@@ -119,6 +119,48 @@ class TrainState:
   opt_state: Any
 
 
+def apply_model(model: nn.Module, rules: Any, params: Any, batch: dict[str, jax.Array],
+                rng: jax.Array | None) -> jax.Array:
+  """Teacher-forced logits of `batch`; dropout on when `rng` is given."""
+  with nn.logical_axis_rules(rules):
+    return model.apply({"params": params}, batch["encoder_input_tokens"],
+                       batch["decoder_input_tokens"], batch["decoder_target_tokens"],
+                       batch.get("encoder_segment_ids"), batch.get("decoder_segment_ids"),
+                       batch.get("encoder_positions"), batch.get("decoder_positions"),
+                       enable_dropout=rng is not None,
+                       rngs={"dropout": rng} if rng is not None else {})
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule: optim.Schedule,
+                    cfg: TrainConfig, loss_mode: str, rules: Any = (), *, start_step: int = 0,
+                    out_shardings: Any = None) -> Any:
+  """The jitted update `(state, batch, rng) -> (state, metrics)`, shared by train() and bench.
+
+  The state argument is donated. `out_shardings` = (state shardings, metrics sharding) pins the
+  layout on a mesh; None lets XLA choose (one device).
+  """
+  jit_kwargs = {} if out_shardings is None else {"out_shardings": out_shardings}
+
+  @functools.partial(jax.jit, donate_argnums=0, **jit_kwargs)
+  def train_step(state, batch, rng):
+    rng = jax.random.fold_in(rng, state.step)
+
+    def loss_fn(params):
+      return batch_loss(apply_model(model, rules, params, batch, rng), batch, cfg, loss_mode)
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    if cfg.inject_nan_at_step is not None:
+      loss = jnp.where(state.step + 1 >= cfg.inject_nan_at_step, jnp.nan, loss)
+      grads = jax.tree.map(lambda g: g * loss / jax.lax.stop_gradient(loss), grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(aux, loss=loss, lr=schedule(state.step - start_step),
+                   grad_norm=optax.global_norm(grads))
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return train_step
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args, bindings = parse_flags(argv)
   if args.multihost or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
@@ -230,36 +272,13 @@ def train(exp: experiment.Experiment, model_dir: str, cfg: TrainConfig) -> dict[
                       opt_state=tx.init(params))
 
   # ---- Update step ----------------------------------------------------------------------
-  def apply_model(params, batch, rng):
-    with nn.logical_axis_rules(rules):
-      return model.apply({"params": params}, batch["encoder_input_tokens"],
-                         batch["decoder_input_tokens"], batch["decoder_target_tokens"],
-                         batch.get("encoder_segment_ids"), batch.get("decoder_segment_ids"),
-                         batch.get("encoder_positions"), batch.get("decoder_positions"),
-                         enable_dropout=rng is not None, rngs={"dropout": rng} if rng is not None else {})
-
-  @functools.partial(jax.jit, donate_argnums=0,
-                     out_shardings=(state_shardings, replicated))
-  def train_step(state, batch, rng):
-    rng = jax.random.fold_in(rng, state.step)
-
-    def loss_fn(params):
-      loss, aux = batch_loss(apply_model(params, batch, rng), batch, cfg, exp.loss_mode)
-      return loss, aux
-
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    if cfg.inject_nan_at_step is not None:
-      loss = jnp.where(state.step + 1 >= cfg.inject_nan_at_step, jnp.nan, loss)
-      grads = jax.tree.map(lambda g: g * loss / jax.lax.stop_gradient(loss), grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = dict(aux, loss=loss, lr=schedule(state.step - start_step),
-                   grad_norm=optax.global_norm(grads))
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+  train_step = make_train_step(model, tx, schedule, cfg, exp.loss_mode, rules,
+                               start_step=start_step, out_shardings=(state_shardings, replicated))
 
   @jax.jit
   def eval_step(params, batch):
-    loss, aux = batch_loss(apply_model(params, batch, None), batch, cfg, exp.loss_mode)
+    loss, aux = batch_loss(apply_model(model, rules, params, batch, None), batch, cfg,
+                           exp.loss_mode)
     return loss * fc_normalizer(batch, exp.loss_mode), fc_normalizer(batch, exp.loss_mode), aux
 
   # ---- Checkpoint: resume or initialise -------------------------------------------------
