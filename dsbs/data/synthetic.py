@@ -1,13 +1,15 @@
 """`arith`: synthetic multi-step arithmetic word problems with a programmatic, noisy teacher.
 
-The default dataset: it needs no download, and a ~1-5M-parameter byte-level T5 learns it on CPU
-in minutes, so the whole pipeline (teacher text -> parser -> two-task student) runs anywhere.
+The default dataset: it needs no download, and a ~1M-parameter byte-level T5 learns it on CPU in
+minutes, so the whole pipeline (teacher text -> parser -> two-task student) runs anywhere.
 
-Each problem is 2-3 steps of add / subtract / "k packs of n" (multiply) over small integers:
-  "Mia has 7 cards. She finds 5, then gives away 4. How many cards does Mia have now?"
-The teacher writes a step-by-step rationale and an answer phrase, sometimes running on into an
-invented follow-up example, exactly like a few-shot LLM:
-  "Start with 7. 7 + 5 = 12. 12 - 4 = 8. So the answer is 8.\\n\\nQ: ..."
+Each problem is two steps (`num_steps`) of add / subtract / "k packs of n" (add k * n) over
+single-digit numbers, short enough for a small byte-level student (inputs up to 72 characters,
+answers 1..27):
+  "Mia has 7 cards, finds 5, then gives away 4. How many now?"
+The teacher writes a step-by-step rationale with every intermediate result and an answer phrase,
+sometimes running on into an invented follow-up example, exactly like a few-shot LLM:
+  "7 + 5 = 12. 12 - 4 = 8. So the answer is 8.\\n\\nQ: ..."
 That TEXT goes through `dsbs.data.parse.parse_output(kind="numeric")` like any teacher output.
 
 Noise (rates in ArithConfig): `wrong_rate` of teacher outputs make one arithmetic slip and carry
@@ -33,7 +35,7 @@ _ITEMS = ("apples", "cards", "marbles", "stickers", "pens", "shells", "coins", "
 _ADD = ("finds {n}", "gets {n} more", "buys {n}", "wins {n}")
 _SUB = ("gives away {n}", "loses {n}", "sells {n}", "gives {n} away")
 _MUL = ("buys {k} packs of {n}", "gets {k} boxes of {n}")
-_QUESTION = ("How many {item} does {name} have now?", "How many {item} does {name} have?")
+_QUESTION = ("How many now?", "How many in the end?")
 _FOLLOW_UPS = ("\n\nQ: {name} has 3 {item}. {name} finds 2. How many now?\nA: 3 + 2 = 5.",
                "\n\nQ: How many {item} are in 2 packs of 4?\nA: 2 * 4 = 8. So the answer is 8.")
 
@@ -49,12 +51,15 @@ class ArithConfig:
   train_size: int = 5000
   validation_size: int = 500
   test_size: int = 500
-  wrong_rate: float = 0.12  # teacher answers with one consistent arithmetic slip
+  wrong_rate: float = 0.10  # teacher answers with one consistent arithmetic slip
   unparseable_rate: float = 0.02  # truncated / non-number answer / no rationale
   follow_up_rate: float = 0.3  # outputs that run on into an invented next example
-  max_start: int = 20
-  max_operand: int = 9
-  max_input_chars: int = 119  # longer draws are redrawn: short inputs keep it CPU-learnable
+  num_steps: tuple[int, ...] = (2,)  # steps per problem, drawn uniformly from this tuple
+  max_start: int = 9
+  max_operand: int = 9  # add / subtract operands are 1..max_operand
+  max_packs: int = 3  # "k packs of n": k in 2..max_packs, n in 2..max_pack_size
+  max_pack_size: int = 3
+  max_input_chars: int = 72  # longer draws are redrawn: short inputs keep it CPU-learnable
 
   def __post_init__(self):
     for name in ("wrong_rate", "unparseable_rate", "follow_up_rate"):
@@ -64,6 +69,12 @@ class ArithConfig:
       raise ValueError("wrong_rate + unparseable_rate must be <= 1")
     if min(self.train_size, self.validation_size, self.test_size) < 0:
       raise ValueError("split sizes must be >= 0")
+    if not self.num_steps or min(self.num_steps) < 1:
+      raise ValueError(f"ArithConfig.num_steps must be a non-empty tuple of ints >= 1, "
+                       f"got {self.num_steps}")
+    if self.max_start < 2 or self.max_operand < 1 or self.max_packs < 2 or self.max_pack_size < 2:
+      raise ValueError("ArithConfig: need max_start >= 2, max_operand >= 1, max_packs >= 2 and "
+                       "max_pack_size >= 2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +89,7 @@ def _make_problem(rng: random.Random, cfg: ArithConfig) -> Problem:
   name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
   value = start = rng.randint(2, cfg.max_start)
   steps, phrases = [], []
-  for _ in range(rng.choice((2, 2, 3))):
+  for _ in range(rng.choice(cfg.num_steps)):
     op = rng.choice(("+", "-", "*")) if value > 1 else rng.choice(("+", "*"))
     if op == "+":
       n = rng.randint(1, cfg.max_operand)
@@ -91,13 +102,13 @@ def _make_problem(rng: random.Random, cfg: ArithConfig) -> Problem:
       steps.append(("-", n, 0))
       value -= n
     else:
-      k, n = rng.randint(2, 4), rng.randint(2, 6)
+      k, n = rng.randint(2, cfg.max_packs), rng.randint(2, cfg.max_pack_size)
       phrases.append(rng.choice(_MUL).format(k=k, n=n))
       steps.append(("*", n, k))
       value += k * n
-  actions = ", ".join(phrases[:-1]) + ", then " + phrases[-1]
-  question = rng.choice(_QUESTION).format(item=item, name=name)
-  text = f"{name} has {start} {item}. {name} {actions}. {question}"
+  actions = ", ".join(phrases[:-1]) + ", then " + phrases[-1] if len(phrases) > 1 else phrases[0]
+  question = rng.choice(_QUESTION).format(item=item)
+  text = f"{name} has {start} {item}, {actions}. {question}"
   return Problem(text, start, tuple(steps), value)
 
 
@@ -113,7 +124,7 @@ def _running_values(problem: Problem) -> list[int]:
 def _rationale(problem: Problem, slip_step: int | None, rng: random.Random) -> tuple[str, int]:
   """Step-by-step working; with `slip_step`, that step's result is off and later steps follow it."""
   value = problem.start
-  parts = [f"Start with {value}."]
+  parts = []
   for i, (op, a, k) in enumerate(problem.steps):
     if op == "*":
       result = value + k * a
