@@ -249,7 +249,12 @@ class MultiHeadDotProductAttention(nn.Module):
 
 
 class MlpBlock(nn.Module):
-  """Feed-forward block; gated when several activations are given (wi_0 * wi_1 -> wo)."""
+  """Feed-forward block; gated when several activations are given (wi_0 * wi_1 -> wo).
+
+  T5 1.1's gated GELU without active dropout runs through `gated_gelu_mlp`, whose hand-written
+  backward pass keeps XLA:CPU from materialising transposed activation gradients (measured:
+  the autodiff version spent ~14% of a bench_small step in those copies).
+  """
   intermediate_dim: int
   activations: Sequence[str] = ("relu",)
   dropout_rate: float = 0.0
@@ -258,6 +263,16 @@ class MlpBlock(nn.Module):
 
   @nn.compact
   def __call__(self, inputs: Array, deterministic: bool = True) -> Array:
+    if (tuple(self.activations) == ("gelu", "linear")
+        and (deterministic or self.dropout_rate == 0.0)):
+      kernels = [
+          _Kernel(shape, axes, self.kernel_init, name=n)()
+          for n, axes, shape in (
+              ("wi_0", ("embed", "mlp"), (inputs.shape[-1], self.intermediate_dim)),
+              ("wi_1", ("embed", "mlp"), (inputs.shape[-1], self.intermediate_dim)),
+              ("wo", ("mlp", "embed"), (self.intermediate_dim, inputs.shape[-1])))]
+      return gated_gelu_mlp(jnp.asarray(inputs, self.dtype),
+                            *[jnp.asarray(k, self.dtype) for k in kernels])
     hidden = None
     for idx, act in enumerate(self.activations):
       name = "wi" if len(self.activations) == 1 else f"wi_{idx}"
@@ -270,6 +285,64 @@ class MlpBlock(nn.Module):
     hidden = _constrain(hidden, ("batch", "length", "mlp"))
     return DenseGeneral(inputs.shape[-1], kernel_axes=("mlp", "embed"), dtype=self.dtype,
                         kernel_init=self.kernel_init, name="wo")(hidden)
+
+
+class _Kernel(nn.Module):
+  """One float32 `kernel` parameter under its own scope: DenseGeneral's parameter path."""
+  shape: tuple[int, ...]
+  axes: tuple[str, str]
+  init: Initializer
+
+  @nn.compact
+  def __call__(self) -> Array:
+    return self.param("kernel", nn.with_logical_partitioning(self.init, self.axes), self.shape,
+                      jnp.float32)
+
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+def _gelu_and_grad(x: Array) -> tuple[Array, Array]:
+  """tanh-approximated GELU and its derivative, from one tanh."""
+  inner = _GELU_C * (x + 0.044715 * x * x * x)
+  t = jnp.tanh(inner)
+  gelu = 0.5 * x * (1.0 + t)
+  grad = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * x * x)
+  return gelu, grad
+
+
+@jax.custom_vjp
+def gated_gelu_mlp(x: Array, wi_0: Array, wi_1: Array, wo: Array) -> Array:
+  """(gelu(x @ wi_0) * (x @ wi_1)) @ wo over the last axis of x; hand-written backward."""
+  return _gated_fwd(x, wi_0, wi_1, wo)[0]
+
+
+def _gated_fwd(x, wi_0, wi_1, wo):
+  x2 = x.reshape(-1, x.shape[-1])
+  h0, h1 = x2 @ wi_0, x2 @ wi_1
+  act = nn.gelu(h0, approximate=True)
+  y = (act * h1) @ wo
+  return y.reshape(x.shape[:-1] + (wo.shape[-1],)), (x2, h0, h1, wi_0, wi_1, wo)
+
+
+def _gated_bwd(res, dy):
+  x2, h0, h1, wi_0, wi_1, wo = res
+  dy2 = dy.reshape(-1, dy.shape[-1])
+  act, dact = _gelu_and_grad(h0)
+  dh = dy2 @ wo.T
+  dh1 = dh * act
+  dh0 = dh * h1 * dact
+  dx = dh0 @ wi_0.T + dh1 @ wi_1.T
+  # Weight gradients as (d_hidden^T @ x)^T: the [tokens, mlp] gradients are read in their
+  # natural layout; only the small [mlp, embed] results are transposed.
+  contract = (((0,), (0,)), ((), ()))
+  dwo = lax.dot_general(act * h1, dy2, contract)
+  dwi_0 = lax.dot_general(dh0, x2, contract).T
+  dwi_1 = lax.dot_general(dh1, x2, contract).T
+  return dx.reshape(dy.shape[:-1] + (x2.shape[-1],)), dwi_0, dwi_1, dwo
+
+
+gated_gelu_mlp.defvjp(_gated_fwd, _gated_bwd)
 
 
 # ---------------------------------------------------------------------------------------------
