@@ -565,6 +565,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--host_devices", type=int, default=None,
                       help="CPU: split the host into N XLA devices, data-parallel step")
   parser.add_argument("--train_steps", type=int, default=None)
+  parser.add_argument("--json_out", default=None, help="also write the full JSON result here")
   args = parser.parse_args(argv)
   bad = set(filter(None, args.peers.split(","))) - {"torch", "t5x"}
   if bad:
@@ -583,6 +584,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   if args.train_steps:
     bc = dataclasses.replace(bc, train_steps=args.train_steps)
   result = run(bc, [p for p in args.peers.split(",") if p], name=args.config)
+  if args.json_out:
+    with open(args.json_out, "w") as f:
+      json.dump(result, f, indent=1)
   if args.json:
     print(json.dumps(result))
   elif args.markdown:

@@ -1,0 +1,76 @@
+"""dsbs.bench: the tiny config runs end to end and prints the JSON keys; FLOP counts are right;
+the hand-written gated-GELU backward equals autodiff."""
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from dsbs import bench
+from dsbs.model import get_config, t5
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def test_tiny_config_prints_json_with_the_keys():
+  proc = subprocess.run([sys.executable, "-m", "dsbs.bench", "--config=tiny", "--json"],
+                        capture_output=True, text=True, timeout=280, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  for key in ("train_step_s", "train_tokens_per_s", "mfu", "decode_tokens_per_s",
+              "beam_decode_tokens_per_s", "model_flops_per_step", "peak_flops"):
+    assert isinstance(result[key], float) and result[key] > 0, key
+  assert result["tokens_per_step"] == 4 * (16 + 8)
+  # the compiled step does about the analytic matmul work (XLA also counts elementwise ops)
+  assert 0.8 < result["xla_flops_per_step"] / result["model_flops_per_step"] < 1.5
+
+
+def test_markdown_lists_peers_and_unavailable_ones():
+  r = {"config": "tiny", "date": "d", "device_kind": "cpu", "devices": 1, "cpu": "x",
+       "cpu_count": 2, "jax": "0", "peak_flops": 1e11, "peak_source": "measured",
+       "train_step_s": 1.0, "train_tokens_per_s": 10.0, "mfu": 0.5, "decode_tokens_per_s": 4.0,
+       "beam_decode_tokens_per_s": 2.0, "train_speedup_vs_torch": 2.0,
+       "torch": {"available": True, "train_step_s": 2.0, "train_tokens_per_s": 5.0, "mfu": 0.25,
+                 "decode_tokens_per_s": 1.0, "beam_decode_tokens_per_s": 1.0},
+       "t5x": {"available": False, "reason": "no t5x"}}
+  md = bench.markdown(r)
+  assert "| dsbs | 1.000 | 10 | 50.0% | 4 | 2 |" in md
+  assert "| torch | 2.000 | 5 | 25.0% | 1 | 1 |" in md
+  assert "train speedup vs torch: 2.00x" in md and "t5x: unavailable (no t5x)" in md
+
+
+def test_forward_flops_match_a_hand_count():
+  m = get_config("bench_small")
+  # per layer, per token: q,k,v,o 4*2*512*384; scores+values 2*2*L*384; gated MLP 3*2*512*1024
+  enc = 128 * (4 * 2 * 512 * 384 + 2 * 2 * 128 * 384 + 3 * 2 * 512 * 1024)
+  dec = 64 * (4 * 2 * 512 * 384 + 2 * 2 * 64 * 384 + 2 * 2 * 512 * 384 + 2 * 2 * 128 * 384
+              + 3 * 2 * 512 * 1024) + 128 * 2 * 2 * 512 * 384
+  want = 16 * (8 * enc + 8 * dec + 64 * 2 * 512 * 384)
+  assert bench.forward_flops(m, 16, 128, 64) == want
+  assert bench.train_flops(m, 16, 128, 64) == 3 * want
+
+
+def test_unknown_peer_is_an_error():
+  with pytest.raises(SystemExit):
+    bench.parse_args(["--peers=tensorflow"])
+
+
+def test_gated_gelu_backward_equals_autodiff():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((2, 5, 16)), jnp.float32)
+  w0, w1 = (jnp.asarray(rng.standard_normal((16, 24)) * 0.3, jnp.float32) for _ in range(2))
+  wo = jnp.asarray(rng.standard_normal((24, 16)) * 0.3, jnp.float32)
+
+  def ref(x, w0, w1, wo):
+    return (nn.gelu(x @ w0, approximate=True) * (x @ w1)) @ wo
+
+  def grads(fn):
+    return jax.grad(lambda *a: jnp.sum(jnp.sin(fn(*a))), argnums=(0, 1, 2, 3))(x, w0, w1, wo)
+
+  np.testing.assert_allclose(t5.gated_gelu_mlp(x, w0, w1, wo), ref(x, w0, w1, wo), atol=1e-6)
+  for got, want in zip(grads(t5.gated_gelu_mlp), grads(ref)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
