@@ -132,7 +132,7 @@ def _median_time(fn: Callable[[], Any], reps: int) -> float:
 
 
 def measured_matmul_peak(n: int = 2048, reps: int = 5) -> dict[str, float]:
-  """float32 matmul FLOP/s on this host, best of `reps`, by XLA and by NumPy's BLAS.
+  """float32 matmul FLOP/s on this host, best of `reps`, by XLA, NumPy's BLAS and PyTorch.
 
   The best repetition, not the median: on a shared host it is the closest to the hardware.
   """
@@ -145,8 +145,15 @@ def measured_matmul_peak(n: int = 2048, reps: int = 5) -> dict[str, float]:
   dot(x, x).block_until_ready()
   xla = 2 * n**3 / _min_time(lambda: dot(x, x).block_until_ready(), reps)
   np.dot(a, a)
-  blas = 2 * n**3 / _min_time(lambda: np.dot(a, a), reps)
-  return {"xla": xla, "numpy": blas}
+  out = {"xla": xla, "numpy": 2 * n**3 / _min_time(lambda: np.dot(a, a), reps)}
+  try:  # PyTorch's CPU GEMM (oneDNN / MKL) is the fastest on some hosts; the peak is the best
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return out
+  t = torch.from_numpy(a)
+  torch.mm(t, t)
+  out["torch"] = 2 * n**3 / _min_time(lambda: torch.mm(t, t), reps)
+  return out
 
 
 def _min_time(fn: Callable[[], Any], reps: int) -> float:
@@ -174,8 +181,8 @@ def device_facts() -> dict[str, Any]:
            "cpu_count": os.cpu_count(), "jax": jax.__version__}
   if facts["backend"] == "cpu":
     peaks = measured_matmul_peak()
-    facts.update(peak_flops=max(peaks.values()), peak_source="measured f32 matmul (best of XLA, "
-                 "NumPy)", peak_flops_xla=peaks["xla"], peak_flops_numpy=peaks["numpy"])
+    facts.update(peak_flops=max(peaks.values()), peak_source="measured f32 matmul, best of "
+                 + "/".join(sorted(peaks)), **{f"peak_flops_{k}": v for k, v in peaks.items()})
   else:
     peak = _lookup(_PEAKS, dev.device_kind)
     facts.update(peak_flops=None if peak is None else peak * jax.device_count(),
