@@ -74,7 +74,8 @@ def main(bc: dict, mc: dict) -> dict:
   t0 = time.perf_counter()
   train_once()
   compile_s = time.perf_counter() - t0
-  step_s = statistics.median(_median_time(train_once, 1) for _ in range(bc["train_steps"]))
+  steps = [_median_time(train_once, 1) for _ in range(bc["train_steps"])]
+  step_s = statistics.median(steps)
 
   db, dl, new = bc["decode_batch"], bc["decode_input_len"], bc["decode_new_tokens"]
   dec_batch = {"encoder_input_tokens": jnp.asarray(
@@ -92,7 +93,7 @@ def main(bc: dict, mc: dict) -> dict:
       raise RuntimeError(f"T5X decoding returned {tokens.shape[-1]} tokens, expected {new}")
     reps = _median_time(lambda fn=fn: fn(params, dec_batch).block_until_ready(), bc["decode_reps"])
     out[name] = db * new / reps
-  return dict(out, train_step_s=step_s, train_tokens_per_s=b * (li + lt) / step_s,
+  return dict(out, train_step_s=step_s, train_step_min_s=min(steps), train_tokens_per_s=b * (li + lt) / step_s,
               train_sequences_per_s=b / step_s, compile_s=compile_s,
               version=f"t5x {getattr(t5x, '__version__', '?')}, jax {jax.__version__}")
 

@@ -38,8 +38,8 @@ def test_markdown_lists_peers_and_unavailable_ones():
                  "decode_tokens_per_s": 1.0, "beam_decode_tokens_per_s": 1.0},
        "t5x": {"available": False, "reason": "no t5x"}}
   md = bench.markdown(r)
-  assert "| dsbs | 1.000 | 10 | 50.0% | 4 | 2 |" in md
-  assert "| torch | 2.000 | 5 | 25.0% | 1 | 1 |" in md
+  assert "| dsbs | 1.000 | n/a | 10 | 50.0% | 4 | 2 |" in md
+  assert "| torch | 2.000 | n/a | 5 | 25.0% | 1 | 1 |" in md
   assert "train speedup vs torch: 2.00x" in md and "t5x: unavailable (no t5x)" in md
 
 
