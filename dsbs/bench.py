@@ -153,6 +153,15 @@ def measured_matmul_peak(n: int = 2048, reps: int = 5) -> dict[str, float]:
   t = torch.from_numpy(a)
   torch.mm(t, t)
   out["torch"] = 2 * n**3 / _min_time(lambda: torch.mm(t, t), reps)
+  # One thread times the cores: on a host shared with other jobs a one-thread GEMM still gets
+  # a whole core, where a many-thread one waits on its slowest thread.
+  threads = torch.get_num_threads()
+  torch.set_num_threads(1)
+  try:
+    out["torch_1thread_x_cores"] = (2 * n**3 / _min_time(lambda: torch.mm(t, t), reps)
+                                    * (os.cpu_count() or 1))
+  finally:
+    torch.set_num_threads(threads)
   return out
 
 
