@@ -34,6 +34,7 @@ if REPO not in sys.path:  # run as a script from a checkout
   sys.path.insert(0, REPO)
 
 from dsbs.data import io  # pylint: disable=g-import-not-at-top,wrong-import-position
+from dsbs.data import record  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 JOB_FILE = "dsbs_job.json"
 RUNNER_METRICS = "metrics.jsonl"
@@ -62,17 +63,13 @@ def _children(path: str) -> list[str]:
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:
   rows = []
-  with io.open_text(path) as f:
-    for n, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise CollectError(f"{path}:{n}: malformed JSON: {e.msg}") from None
-      if not isinstance(row, dict) or "step" not in row:
+  try:
+    for n, row in record.iter_json_objects(path):
+      if "step" not in row:
         raise CollectError(f"{path}:{n}: expected an object with a 'step' field")
       rows.append(row)
+  except record.RecordError as e:
+    raise CollectError(str(e)) from None
   return rows
 
 
