@@ -122,7 +122,8 @@ def param_bytes(m: Any, bytes_per: int) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-def _median_time(fn: Callable[[], Any], reps: int) -> float:
+def median_time(fn: Callable[[], Any], reps: int) -> float:
+  """Median wall seconds of `reps` calls of `fn` (also used by the T5X peer script)."""
   times = []
   for _ in range(reps):
     t0 = time.perf_counter()
@@ -507,10 +508,10 @@ def run(bc: BenchConfig, peers: Sequence[str] = (), name: str = "") -> dict[str,
   for _ in range(bc.rounds):  # alternate so that machine drift hits every engine alike
     for key, (tr, dec) in runners.items():
       for _ in range(steps_per_round):
-        times[key]["train"].append(_median_time(tr.step, 1))
+        times[key]["train"].append(median_time(tr.step, 1))
       for _ in range(max(1, bc.decode_reps // bc.rounds)):
-        times[key]["greedy"].append(_median_time(dec.run_greedy, 1))
-        times[key]["beam"].append(_median_time(dec.run_beam, 1))
+        times[key]["greedy"].append(median_time(dec.run_greedy, 1))
+        times[key]["beam"].append(median_time(dec.run_beam, 1))
       _log(f"{key}: train steps {_fmt_list(times[key]['train'])} s, greedy "
            f"{_fmt_list(times[key]['greedy'])} s, beam {_fmt_list(times[key]['beam'])} s")
 

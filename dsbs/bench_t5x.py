@@ -17,14 +17,7 @@ import statistics
 import sys
 import time
 
-
-def _median_time(fn, reps):
-  times = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+from dsbs.bench import median_time  # light: stdlib imports only at module level
 
 
 def main(bc: dict, mc: dict) -> dict:
@@ -74,7 +67,7 @@ def main(bc: dict, mc: dict) -> dict:
   t0 = time.perf_counter()
   train_once()
   compile_s = time.perf_counter() - t0
-  steps = [_median_time(train_once, 1) for _ in range(bc["train_steps"])]
+  steps = [median_time(train_once, 1) for _ in range(bc["train_steps"])]
   step_s = statistics.median(steps)
 
   db, dl, new = bc["decode_batch"], bc["decode_input_len"], bc["decode_new_tokens"]
@@ -91,7 +84,7 @@ def main(bc: dict, mc: dict) -> dict:
     tokens.block_until_ready()
     if tokens.shape[-1] != new:
       raise RuntimeError(f"T5X decoding returned {tokens.shape[-1]} tokens, expected {new}")
-    reps = _median_time(lambda fn=fn: fn(params, dec_batch).block_until_ready(), bc["decode_reps"])
+    reps = median_time(lambda fn=fn: fn(params, dec_batch).block_until_ready(), bc["decode_reps"])
     out[name] = db * new / reps
   return dict(out, train_step_s=step_s, train_step_min_s=min(steps), train_tokens_per_s=b * (li + lt) / step_s,
               train_sequences_per_s=b / step_s, compile_s=compile_s,
