@@ -597,6 +597,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = parse_args(argv)
+  from dsbs import hostmem  # pylint: disable=g-import-not-at-top
+  malloc = hostmem.tune_malloc()  # before jax starts its threads; peers share it
   if args.host_devices:
     if "jax" in sys.modules:
       raise RuntimeError("--host_devices must be set before jax is imported")
@@ -606,6 +608,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   if args.train_steps:
     bc = dataclasses.replace(bc, train_steps=args.train_steps)
   result = run(bc, [p for p in args.peers.split(",") if p], name=args.config)
+  result["host_malloc"] = malloc
   if args.json_out:
     with open(args.json_out, "w") as f:
       json.dump(result, f, indent=1)

@@ -50,13 +50,14 @@ def _encode(model: Transformer, params: Any, encoder_input_tokens: Array,
 
 
 def init_cache(model: Transformer, params: Any, encoded: Array, encoder_input_tokens: Array,
-               max_decode_len: int) -> Any:
+               max_decode_len: int, num_beams: int = 1) -> Any:
   """The decoding cache ('cache' collection) for `max_decode_len` steps of this batch.
 
-  Self-attention keys/values start at zero; encoder-decoder keys/values are projected from
-  `encoded` here, once, instead of at every step.
+  Self-attention keys/values start at zero, one row per decoded sequence (inputs x
+  `num_beams`, input-major); encoder-decoder keys/values are projected from `encoded` here,
+  once, instead of at every step, and kept once per input: the beams of an input share them.
   """
-  batch = encoder_input_tokens.shape[0]
+  batch = encoder_input_tokens.shape[0] * num_beams
   dec = jnp.ones((batch, 1), jnp.int32)
   _, variables = model.apply({"params": params}, encoded, encoder_input_tokens, dec, dec,
                              decode=True, enable_dropout=False, max_decode_length=max_decode_len,
@@ -116,7 +117,7 @@ def _gather_beams(cache: Any, beam_idx: Array, batch: int, beams: int, batch_axi
     name = getattr(path[-1], "key", None)
     if name not in ("cached_key", "cached_value"):
       return x
-    return jnp.take(x, flat_idx, axis=batch_axis)
+    return jnp.take(x, flat_idx, axis=batch_axis, mode="clip")  # in bounds: no OOB select
 
   return jax.tree_util.tree_map_with_path(gather, cache)
 
@@ -136,9 +137,10 @@ def beam_search(model: Transformer, params: Any, encoder_input_tokens: Array,
   length = max_decode_len
   batch_axis = 1 if model.config.scan_layers else 0
   encoded = _encode(model, params, encoder_input_tokens, encoder_segment_ids)
-  enc_tokens = jnp.repeat(encoder_input_tokens, k, axis=0)
-  encoded = jnp.repeat(encoded, k, axis=0)
-  cache = init_cache(model, params, encoded, enc_tokens, length)
+  # Encodings and encoder-decoder keys/values stay once per input; the k beams of an input
+  # query them together (measured on bench_small: k times less cross-attention traffic and
+  # cache-creation work than repeating the encodings per beam).
+  cache = init_cache(model, params, encoded, encoder_input_tokens, length, num_beams=k)
 
   live_seqs = jnp.zeros((batch, k, length), jnp.int32)
   live_logp = jnp.tile(jnp.array([0.0] + [NEG_INF] * (k - 1), jnp.float32), (batch, 1))
@@ -158,7 +160,7 @@ def beam_search(model: Transformer, params: Any, encoder_input_tokens: Array,
     i, live_seqs, live_logp, fin_seqs, fin_scores, fin_flags, cache = state
     prev = jnp.where(i == 0, decoder_start_id,
                      lax.dynamic_index_in_dim(live_seqs, jnp.maximum(i - 1, 0), axis=2, keepdims=False))
-    logp, cache = _step(model, params, cache, encoded, enc_tokens, prev.reshape(-1).astype(jnp.int32),
+    logp, cache = _step(model, params, cache, encoded, encoder_input_tokens, prev.reshape(-1).astype(jnp.int32),
                         length)
     vocab = logp.shape[-1]
     cand = live_logp[:, :, None] + logp.reshape(batch, k, vocab)

@@ -17,6 +17,10 @@ latest) checkpoint the parameters. HF / T5X dirs go through `dsbs.model.checkpoi
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # before JAX and TensorFlow start their threads
+  from dsbs import hostmem
+  hostmem.tune_malloc()
+
 import argparse
 import functools
 import json

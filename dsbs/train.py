@@ -15,6 +15,10 @@ the number of target tokens and leaves the balance to the mixture rate.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # before JAX and TensorFlow start their threads
+  from dsbs import hostmem
+  hostmem.tune_malloc()
+
 import argparse
 import dataclasses
 import functools
@@ -34,7 +38,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from dsbs import checkpointing, experiment, input_pipeline, optim, summaries
+from dsbs import checkpointing, experiment, hostmem, input_pipeline, optim, summaries
 from dsbs import model as model_lib
 from dsbs.model import partitioning
 
@@ -451,6 +455,7 @@ def _provenance(provider, exp: experiment.Experiment, mesh) -> dict[str, Any]:
           "data_dir": os.environ.get("DSBS_DATA_DIR"), "gin_files": list(exp.files),
           "mesh": dict(mesh.shape), "devices": jax.device_count(),
           "processes": jax.process_count(), "versions": summaries.versions(),
+          "host_malloc": hostmem.state(),
           "argv": sys.argv, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 

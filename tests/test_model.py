@@ -191,3 +191,39 @@ def test_remat_and_scan_give_same_loss_and_grads(tiny):
       g2 = param_tree.unscan_layers(g2)
     for k, v in param_tree.flatten(g1).items():
       np.testing.assert_allclose(v, g2[k], atol=1e-4, err_msg=f"{other}: {k}")
+
+
+def test_folded_mask_equals_select():
+  """additive_mask(mask, bias) added to logits gives the softmax of where(mask, logits + bias)."""
+  from dsbs.model import t5  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  logits = jnp.asarray(rng.normal(size=(2, 3, 5, 7)) * 30, jnp.float32)
+  bias = jnp.asarray(rng.normal(size=(1, 3, 5, 7)), jnp.float32)
+  mask = jnp.asarray(rng.random((2, 1, 5, 7)) > 0.4).at[:, :, :, 0].set(True)
+  want = jax.nn.softmax(jnp.where(mask, logits + bias, t5.NEG_INF), axis=-1)
+  got = jax.nn.softmax(logits + t5.additive_mask(mask, bias), axis=-1)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-7)
+  assert float(jnp.max(jnp.where(mask, 0.0, got))) == 0.0
+
+
+def test_grouped_cross_attention_equals_repeated_keys():
+  """g queries per input on one copy of the keys/values (beam search) = keys repeated g times."""
+  from dsbs.model import t5  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(1)
+  att = t5.MultiHeadDotProductAttention(num_heads=2, head_dim=4)
+  enc = jnp.asarray(rng.normal(size=(3, 6, 8)), jnp.float32)
+  dec = jnp.asarray(rng.normal(size=(3 * 4, 1, 8)), jnp.float32)
+  mask = jnp.asarray(rng.random((3, 1, 1, 6)) > 0.3).at[..., 0].set(True)
+  params = att.init(jax.random.PRNGKey(0), dec, jnp.repeat(enc, 4, axis=0))["params"]
+
+  def run(enc_in, mask_in):
+    _, cache = att.apply({"params": params}, dec, enc_in, mask_in, cache_kv=True,
+                         mutable=["cache"])
+    return att.apply({"params": params, **cache}, dec, enc_in, mask_in, cache_kv=True,
+                     mutable=["cache"])[0]
+
+  grouped = run(enc, mask)
+  repeated = run(jnp.repeat(enc, 4, axis=0), jnp.repeat(mask, 4, axis=0))
+  np.testing.assert_allclose(np.asarray(grouped), np.asarray(repeated), atol=1e-6)
+  with pytest.raises(ValueError, match="not a multiple"):
+    att.apply({"params": params}, dec[:5], enc, mask, cache_kv=True, mutable=["cache"])
