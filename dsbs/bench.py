@@ -11,7 +11,9 @@ greedy and beam decoding throughput (new tokens/s, every sequence decodes exactl
 `decode_new_tokens` tokens).
 
 Peers run the same config in the same process (or, for T5X, a side interpreter), alternating
-with dsbs so that a shared machine's drift hits both: `torch` is transformers' PyTorch T5 (its
+with dsbs so that a shared machine's drift hits both, each engine's turn opening with one
+untimed step; the process runs with `dsbs.hostmem.tune_malloc()`, which the in-process
+PyTorch peer shares (`DSBS_MALLOC=system` measures both with glibc's defaults): `torch` is transformers' PyTorch T5 (its
 Adafactor, `generate`); `t5x` is T5X's own T5 1.1 network, model loss and Adafactor. A peer that
 cannot be imported is reported unavailable, never estimated. `--host_devices=N` (CPU only) splits
 the host into N XLA devices and runs the step data-parallel over them; it must be decided
@@ -507,6 +509,9 @@ def run(bc: BenchConfig, peers: Sequence[str] = (), name: str = "") -> dict[str,
   steps_per_round = max(1, bc.train_steps // bc.rounds)
   for _ in range(bc.rounds):  # alternate so that machine drift hits every engine alike
     for key, (tr, dec) in runners.items():
+      # One untimed step first: the engine before it left the host's heap and caches in its
+      # own shape (measured: dsbs's first step after the PyTorch peer ran 1.3-1.8x slower).
+      tr.step()
       for _ in range(steps_per_round):
         times[key]["train"].append(median_time(tr.step, 1))
       for _ in range(max(1, bc.decode_reps // bc.rounds)):

@@ -160,8 +160,8 @@ def beam_search(model: Transformer, params: Any, encoder_input_tokens: Array,
     i, live_seqs, live_logp, fin_seqs, fin_scores, fin_flags, cache = state
     prev = jnp.where(i == 0, decoder_start_id,
                      lax.dynamic_index_in_dim(live_seqs, jnp.maximum(i - 1, 0), axis=2, keepdims=False))
-    logp, cache = _step(model, params, cache, encoded, encoder_input_tokens, prev.reshape(-1).astype(jnp.int32),
-                        length)
+    logp, cache = _step(model, params, cache, encoded, encoder_input_tokens,
+                        prev.reshape(-1).astype(jnp.int32), length)
     vocab = logp.shape[-1]
     cand = live_logp[:, :, None] + logp.reshape(batch, k, vocab)
     top_logp, top_idx = lax.top_k(cand.reshape(batch, k * vocab), 2 * k)

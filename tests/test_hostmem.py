@@ -27,7 +27,8 @@ for _ in range(3):  # allocate, touch and free 256 MiB, as XLA:CPU does with its
 print(json.dumps({"applied": applied, "faults": faults}))
 """
 
-glibc_only = pytest.mark.skipif(hostmem._glibc() is None, reason="needs Linux with glibc")  # pylint: disable=protected-access
+glibc_only = pytest.mark.skipif(hostmem._glibc() is None,  # pylint: disable=protected-access
+                                reason="needs Linux with glibc")
 
 
 def _probe(mode: str, **env) -> dict:
