@@ -13,9 +13,10 @@ greedy and beam decoding throughput (new tokens/s, every sequence decodes exactl
 Peers run the same config in the same process (or, for T5X, a side interpreter), alternating
 with dsbs so that a shared machine's drift hits both, each engine's turn opening with one
 untimed step; the process runs with `dsbs.hostmem.tune_malloc()`, which the in-process
-PyTorch peer shares (`DSBS_MALLOC=system` measures both with glibc's defaults): `torch` is transformers' PyTorch T5 (its
-Adafactor, `generate`); `t5x` is T5X's own T5 1.1 network, model loss and Adafactor. A peer that
-cannot be imported is reported unavailable, never estimated. `--host_devices=N` (CPU only) splits
+PyTorch peer shares (`DSBS_MALLOC=system` measures both with glibc's defaults). `torch` is
+transformers' PyTorch T5 (its Adafactor, `generate`); `t5x` is T5X's own T5 1.1 network,
+model loss and Adafactor. A peer that cannot be imported is reported unavailable, never
+estimated. `--host_devices=N` (CPU only) splits
 the host into N XLA devices and runs the step data-parallel over them; it must be decided
 before jax is imported, so it is a flag of this entry point.
 """

@@ -1,5 +1,6 @@
 """The host allocator settings: page faults of a re-allocated large buffer, opt-out, state."""
 import json
+import os
 import subprocess
 import sys
 
@@ -32,7 +33,6 @@ glibc_only = pytest.mark.skipif(hostmem._glibc() is None,  # pylint: disable=pro
 
 
 def _probe(mode: str, **env) -> dict:
-  import os  # pylint: disable=g-import-not-at-top
   proc = subprocess.run([sys.executable, "-c", _PROBE, mode], capture_output=True, text=True,
                         check=True, env={**os.environ, **env})
   return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -260,8 +260,7 @@ class MultiHeadDotProductAttention(nn.Module):
       weights = nn.Dropout(rate=self.dropout_rate)(weights, deterministic=False)
     if groups > 1:  # heads-major result, then [inputs, h, g * q, d] -> [inputs * g, q, h, d]
       out = jnp.einsum(f"bhqk,{kv_spec}->bhqd", weights, value.astype(self.dtype))
-      out = out.transpose(0, 2, 1, 3).reshape((query_batch, query_len) + out.shape[1:2]
-                                              + out.shape[3:])
+      out = out.transpose(0, 2, 1, 3).reshape(query_batch, query_len, self.num_heads, -1)
     else:
       out = jnp.einsum(f"bhqk,{kv_spec}->bqhd", weights, value.astype(self.dtype))
     out = _constrain(out, ("batch", "length", "heads", "kv"))
