@@ -56,10 +56,18 @@ def init_cache(model: Transformer, params: Any, encoded: Array, encoder_input_to
   Self-attention keys/values start at zero, one row per decoded sequence (inputs x
   `num_beams`, input-major); encoder-decoder keys/values are projected from `encoded` here,
   once, instead of at every step, and kept once per input: the beams of an input share them.
+  With `num_beams` > 1 the self-attention caches are slot-addressed: the decoder's
+  'beam_slots' table [inputs, num_beams, max_len] says which of an input's `num_beams` cache
+  rows holds each beam's past positions, and `beam_search` reorders beams by permuting that
+  table (`_reorder_beams`), never the caches.
   """
-  batch = encoder_input_tokens.shape[0] * num_beams
-  dec = jnp.ones((batch, 1), jnp.int32)
-  _, variables = model.apply({"params": params}, encoded, encoder_input_tokens, dec, dec,
+  inputs = encoder_input_tokens.shape[0]
+  dec = jnp.ones((inputs * num_beams, 1), jnp.int32)
+  variables = {"params": params}
+  if num_beams > 1:
+    variables["cache"] = {"decoder": {
+        "beam_slots": jnp.zeros((inputs, num_beams, max_decode_len), jnp.int32)}}
+  _, variables = model.apply(variables, encoded, encoder_input_tokens, dec, dec,
                              decode=True, enable_dropout=False, max_decode_length=max_decode_len,
                              mutable=["cache"], method=Transformer.decode)
   return variables["cache"]
@@ -105,21 +113,15 @@ def greedy_decode(model: Transformer, params: Any, encoder_input_tokens: Array,
   return DecodeResult(out, scores)
 
 
-def _gather_beams(cache: Any, beam_idx: Array, batch: int, beams: int, batch_axis: int) -> Any:
-  """Reorders the flattened (batch*beams) axis of the self-attention caches by `beam_idx`.
+def _reorder_beams(cache: Any, parent: Array) -> Any:
+  """Beam i of each input continues beam parent[:, i]: permute the slot table, not the caches.
 
-  Encoder-decoder keys/values are the same for every beam of an example and stay in place;
-  cache_index counters have no batch axis.
+  Keys/values stay where they were written; the new beam i reads its history through the
+  slots its parent used (see `init_cache`).
   """
-  flat_idx = (jnp.arange(batch)[:, None] * beams + beam_idx).reshape(-1)
-
-  def gather(path, x):
-    name = getattr(path[-1], "key", None)
-    if name not in ("cached_key", "cached_value"):
-      return x
-    return jnp.take(x, flat_idx, axis=batch_axis, mode="clip")  # in bounds: no OOB select
-
-  return jax.tree_util.tree_map_with_path(gather, cache)
+  slots = cache["decoder"]["beam_slots"]
+  slots = jnp.take_along_axis(slots, parent[:, :, None], axis=1)
+  return dict(cache, decoder=dict(cache["decoder"], beam_slots=slots))
 
 
 def beam_search(model: Transformer, params: Any, encoder_input_tokens: Array,
@@ -135,7 +137,6 @@ def beam_search(model: Transformer, params: Any, encoder_input_tokens: Array,
   """
   batch, k = encoder_input_tokens.shape[0], num_beams
   length = max_decode_len
-  batch_axis = 1 if model.config.scan_layers else 0
   encoded = _encode(model, params, encoder_input_tokens, encoder_segment_ids)
   # Encodings and encoder-decoder keys/values stay once per input; the k beams of an input
   # query them together (measured on bench_small: k times less cross-attention traffic and
@@ -188,7 +189,8 @@ def beam_search(model: Transformer, params: Any, encoder_input_tokens: Array,
     live_logp, keep = lax.top_k(live_cand, k)
     live_seqs = jnp.take_along_axis(top_seqs, keep[:, :, None], axis=1)
     parent = jnp.take_along_axis(top_beam, keep, axis=1)
-    cache = _gather_beams(cache, parent, batch, k, batch_axis)
+    if k > 1:  # with one beam the parent is always itself
+      cache = _reorder_beams(cache, parent)
     return i + 1, live_seqs, live_logp, fin_seqs, fin_scores, fin_flags, cache
 
   state = (jnp.array(0, jnp.int32), live_seqs, live_logp, fin_seqs, fin_scores, fin_flags, cache)

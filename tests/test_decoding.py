@@ -107,6 +107,15 @@ def test_beam_scores_are_sequence_logprobs(tiny, decoded):
                              np.asarray(decoded["beam4"].scores), atol=1e-4)
 
 
+def test_beam_scanned_layers_match(decoded):
+  """Slot-addressed beam caches under a layer scan (a leading 'layers' axis) agree too."""
+  model, params, enc = _tiny(scan_layers=True)
+  got = _jit_decode(decoding.beam_search, model, num_beams=4, alpha=0.0)(params, enc)
+  np.testing.assert_array_equal(np.asarray(got.tokens), np.asarray(decoded["beam4"].tokens))
+  np.testing.assert_allclose(np.asarray(got.scores), np.asarray(decoded["beam4"].scores),
+                             atol=1e-5)
+
+
 def test_beam_length_normalisation(tiny):
   """With alpha > 0 each score is log p(seq) / ((5 + len) / 6) ** alpha, len counting EOS."""
   model, params, enc = tiny

@@ -177,6 +177,9 @@ class MultiHeadDotProductAttention(nn.Module):
   dropout_rate: float = 0.0
   float32_logits: bool = True
   kernel_init: Initializer = default_kernel_init
+  # > 1: decoding self-attention for beam search with this many beams per input, on
+  # slot-addressed caches (see `_beam_slot_attention`)
+  beams: int = 1
 
   @nn.compact
   def __call__(self, inputs_q: Array, inputs_kv: Array, mask: Array | None = None,
@@ -209,6 +212,10 @@ class MultiHeadDotProductAttention(nn.Module):
         self.put_variable("cache", "cross_key", key.transpose(0, 2, 1, 3))
         self.put_variable("cache", "cross_value", value.transpose(0, 2, 1, 3))
 
+    if decode and self.beams > 1:
+      if query.shape[1] != 1 and self.has_variable("cache", "cached_key"):
+        raise ValueError(f"decode=True expects one new token per step, got {query.shape[1]}")
+      return self._out(self._beam_slot_attention(query, key, value, mask, bias), inputs_q)
     if decode:
       # The first call (no cache yet) sizes the cache: [batch, heads, max_len, head_dim] with
       # max_len from the bias table (the decoder builds it for max_decode_length); later calls
@@ -263,10 +270,66 @@ class MultiHeadDotProductAttention(nn.Module):
       out = out.transpose(0, 2, 1, 3).reshape(query_batch, query_len, self.num_heads, -1)
     else:
       out = jnp.einsum(f"bhqk,{kv_spec}->bqhd", weights, value.astype(self.dtype))
+    return self._out(out, inputs_q)
+
+  def _out(self, out: Array, inputs_q: Array) -> Array:
     out = _constrain(out, ("batch", "length", "heads", "kv"))
     return DenseGeneral(features=inputs_q.shape[-1], axis=(-2, -1),
                         kernel_axes=("joined_kv", "embed"), kernel_init=self.kernel_init,
                         dtype=self.dtype, name="out")(out)
+
+  def _beam_slot_attention(self, query: Array, key: Array, value: Array, mask: Array | None,
+                           bias: Array | None) -> Array:
+    """Beam-search self-attention on a slot-addressed cache; [inputs * k, 1, heads, kv] out.
+
+    Each input has k cache rows ("slots") that are never reordered: every beam writes its new
+    key/value into its own slot at the current position, and which slot holds a beam's earlier
+    positions is in `mask`, [inputs, 1, k beams, max_len * k] (built by the decoder from its
+    `beam_slots` table, position-major), so a beam attends over all k slots of its input with
+    the other beams' entries masked out. Reordering beams then permutes that small table
+    instead of copying every layer's cache (measured on bench_small, k=4: the copies were ~1/4
+    of a beam-search call). Keys are kept [inputs, heads, head_dim, max_len * k] and values
+    [inputs, heads, max_len * k, head_dim], the operand layouts XLA:CPU's dots read directly
+    (other layouts made it copy the whole cache at every step).
+    """
+    k = self.beams
+    rows, _, heads, head_dim = key.shape
+    inputs = rows // k
+    if inputs * k != rows:
+      raise ValueError(f"decoder batch {rows} is not a multiple of beams={k}")
+    is_initialized = self.has_variable("cache", "cached_key")
+    max_len = bias.shape[-1] if bias is not None else key.shape[1]
+    cached_key = self.variable("cache", "cached_key", jnp.zeros,
+                               (inputs, heads, head_dim, max_len * k), key.dtype)
+    cached_value = self.variable("cache", "cached_value", jnp.zeros,
+                                 (inputs, heads, max_len * k, head_dim), value.dtype)
+    cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+    if not is_initialized:  # sizing call: outputs are discarded
+      return jnp.zeros_like(query)
+    if cached_key.value.shape != (inputs, heads, head_dim, max_len * k):
+      raise ValueError(f"beam cache shape {cached_key.value.shape} does not fit step {key.shape}")
+    cur = cache_index.value
+    new_k = key.reshape(inputs, k, heads, head_dim).transpose(0, 2, 3, 1)  # [g, h, d, k]
+    new_v = value.reshape(inputs, k, heads, head_dim).transpose(0, 2, 1, 3)  # [g, h, k, d]
+    cached_key.value = lax.dynamic_update_slice(cached_key.value, new_k.astype(key.dtype),
+                                                (0, 0, 0, cur * k))
+    cached_value.value = lax.dynamic_update_slice(cached_value.value, new_v.astype(value.dtype),
+                                                  (0, 0, cur * k, 0))
+    cache_index.value = cur + 1
+    keys, values = cached_key.value, cached_value.value
+    query = query.reshape(inputs, k, heads, head_dim).transpose(0, 2, 1, 3)  # [g, h, q, d]
+    if self.float32_logits:
+      query, keys = query.astype(jnp.float32), keys.astype(jnp.float32)
+    logits = jnp.einsum("ghqd,ghdn->ghqn", query, keys)  # n = position * k + slot
+    if bias is not None:
+      if bias.shape[-2] > 1:  # a full table: take the current row
+        bias = lax.dynamic_slice_in_dim(bias, cur, 1, axis=-2)
+      logits = logits + jnp.repeat(bias.astype(logits.dtype), k, axis=-1)
+    if mask is not None:
+      logits = jnp.where(mask, logits, jnp.asarray(NEG_INF, logits.dtype))
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+    out = jnp.einsum("ghqn,ghnd->ghqd", weights, values.astype(self.dtype))
+    return out.transpose(0, 2, 1, 3).reshape(rows, 1, heads, head_dim)
 
 
 class MlpBlock(nn.Module):
@@ -444,6 +507,7 @@ class DecoderLayer(nn.Module):
   deterministic: bool = True
   decode: bool = False
   scanned: bool = False  # under nn.scan: return (carry, None)
+  beams: int = 1  # decoding for beam search, slot-addressed self-attention caches
 
   @nn.compact
   def __call__(self, inputs: Array, encoded: Array, self_mask: Array | None,
@@ -455,7 +519,8 @@ class DecoderLayer(nn.Module):
     attn = functools.partial(MultiHeadDotProductAttention, cfg.num_heads, cfg.head_dim, dtype,
                              cfg.dropout_rate, cfg.float32_attention_logits)
     x = LayerNorm(cfg.layer_norm_epsilon, dtype, name="pre_self_attention_layer_norm")(inputs)
-    x = attn(name="self_attention")(x, x, self_mask, bias, decode=self.decode, deterministic=det)
+    x = attn(beams=self.beams if self.decode else 1, name="self_attention")(
+        x, x, self_mask, bias, decode=self.decode, deterministic=det)
     x = drop()(x, deterministic=det) + inputs
     x = _constrain(x, ("batch", "length", "embed"))
     y = LayerNorm(cfg.layer_norm_epsilon, dtype, name="pre_cross_attention_layer_norm")(x)
@@ -524,10 +589,15 @@ class Decoder(nn.Module):
                                     cfg.relative_attention_max_distance, cfg.num_heads, dtype,
                                     name="relpos_bias")
     length = max_decode_length if (decode and max_decode_length) else tokens.shape[-1]
+    # beam search's caches are slot-addressed (dsbs.decoding.init_cache puts the table in)
+    beams = (self.get_variable("cache", "beam_slots").shape[1]
+             if decode and self.has_variable("cache", "beam_slots") else 1)
     if decode and self.has_variable("cache", "position"):
       # one step on the cache: only the bias row of the current position
       position = self.variable("cache", "position", lambda: jnp.array(0, jnp.int32))
       bias = relpos(length, length, False, query_rows=position.value[None])
+      if beams > 1:
+        self_mask = self._beam_slot_mask(position.value, length)
       position.value = position.value + 1
     else:
       if decode:  # sizing call: create the step counter
@@ -543,12 +613,12 @@ class Decoder(nn.Module):
     y = _constrain(y.astype(dtype), ("batch", "length", "embed"))
     if cfg.scan_layers:
       stack = _scanned(DecoderLayer, cfg.remat_policy, cfg.num_decoder_layers, 5)
-      y, _ = stack(cfg, deterministic, decode, scanned=True, name="layers")(
+      y, _ = stack(cfg, deterministic, decode, scanned=True, beams=beams, name="layers")(
           y, encoded, self_mask, cross_mask, bias, cross_bias)
     else:
       layer_cls = _remat(DecoderLayer, cfg.remat_policy)
       for i in range(cfg.num_decoder_layers):
-        y = layer_cls(cfg, deterministic, decode, name=f"layers_{i}")(
+        y = layer_cls(cfg, deterministic, decode, beams=beams, name=f"layers_{i}")(
             y, encoded, self_mask, cross_mask, bias, cross_bias)
     y = LayerNorm(cfg.layer_norm_epsilon, dtype, name="decoder_norm")(y)
     y = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(y, deterministic=deterministic)
@@ -558,6 +628,23 @@ class Decoder(nn.Module):
       logits = DenseGeneral(cfg.vocab_size, kernel_axes=("embed", "vocab"), dtype=jnp.float32,
                             name="logits_dense")(y)
     return _constrain(logits, ("batch", "length", "vocab"))
+
+  def _beam_slot_mask(self, cur: Array, length: int) -> Array:
+    """Self-attention mask of a beam-search step on slot-addressed caches.
+
+    'beam_slots' [inputs, k, length] says, for each live beam and past position, which of its
+    input's k cache slots holds that position's keys/values (the beam search permutes it as
+    beams are reordered); this step's entries are written by each beam into its own slot.
+    Returns [inputs, 1, k beams, length * k slots], position-major like the caches.
+    """
+    slots = self.get_variable("cache", "beam_slots")
+    inputs, k, _ = slots.shape
+    own = jnp.broadcast_to(jnp.arange(k, dtype=jnp.int32)[None, :, None], (inputs, k, 1))
+    slots = lax.dynamic_update_slice(slots, own, (0, 0, cur))
+    self.put_variable("cache", "beam_slots", slots)
+    visible = slots[:, :, :, None] == jnp.arange(k, dtype=jnp.int32)
+    visible = jnp.logical_and(visible, (jnp.arange(length) <= cur)[:, None])
+    return visible.reshape(inputs, 1, k, length * k)
 
 
 class Transformer(nn.Module):
