@@ -213,8 +213,6 @@ class MultiHeadDotProductAttention(nn.Module):
         self.put_variable("cache", "cross_value", value.transpose(0, 2, 1, 3))
 
     if decode and self.beams > 1:
-      if query.shape[1] != 1 and self.has_variable("cache", "cached_key"):
-        raise ValueError(f"decode=True expects one new token per step, got {query.shape[1]}")
       return self._out(self._beam_slot_attention(query, key, value, mask, bias), inputs_q)
     if decode:
       # The first call (no cache yet) sizes the cache: [batch, heads, max_len, head_dim] with
@@ -279,7 +277,7 @@ class MultiHeadDotProductAttention(nn.Module):
                         dtype=self.dtype, name="out")(out)
 
   def _beam_slot_attention(self, query: Array, key: Array, value: Array, mask: Array | None,
-                           bias: Array | None) -> Array:
+                           bias: Array | None) -> Array:  # mask: None only when sizing
     """Beam-search self-attention on a slot-addressed cache; [inputs * k, 1, heads, kv] out.
 
     Each input has k cache rows ("slots") that are never reordered: every beam writes its new
@@ -306,6 +304,10 @@ class MultiHeadDotProductAttention(nn.Module):
     cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
     if not is_initialized:  # sizing call: outputs are discarded
       return jnp.zeros_like(query)
+    if query.shape[1] != 1:
+      raise ValueError(f"decode=True expects one new token per step, got {query.shape[1]}")
+    if mask is None:  # without it a beam would read the other beams' slots and unfilled ones
+      raise ValueError("beam-slot attention needs the decoder's slot mask")
     if cached_key.value.shape != (inputs, heads, head_dim, max_len * k):
       raise ValueError(f"beam cache shape {cached_key.value.shape} does not fit step {key.shape}")
     cur = cache_index.value
@@ -325,8 +327,7 @@ class MultiHeadDotProductAttention(nn.Module):
       if bias.shape[-2] > 1:  # a full table: take the current row
         bias = lax.dynamic_slice_in_dim(bias, cur, 1, axis=-2)
       logits = logits + jnp.repeat(bias.astype(logits.dtype), k, axis=-1)
-    if mask is not None:
-      logits = jnp.where(mask, logits, jnp.asarray(NEG_INF, logits.dtype))
+    logits = jnp.where(mask, logits, jnp.asarray(NEG_INF, logits.dtype))
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
     out = jnp.einsum("ghqn,ghnd->ghqd", weights, values.astype(self.dtype))
     return out.transpose(0, 2, 1, 3).reshape(rows, 1, heads, head_dim)
@@ -507,7 +508,7 @@ class DecoderLayer(nn.Module):
   deterministic: bool = True
   decode: bool = False
   scanned: bool = False  # under nn.scan: return (carry, None)
-  beams: int = 1  # decoding for beam search, slot-addressed self-attention caches
+  beams: int = 1  # > 1 only with decode: beam search on slot-addressed self-attention caches
 
   @nn.compact
   def __call__(self, inputs: Array, encoded: Array, self_mask: Array | None,
@@ -519,7 +520,7 @@ class DecoderLayer(nn.Module):
     attn = functools.partial(MultiHeadDotProductAttention, cfg.num_heads, cfg.head_dim, dtype,
                              cfg.dropout_rate, cfg.float32_attention_logits)
     x = LayerNorm(cfg.layer_norm_epsilon, dtype, name="pre_self_attention_layer_norm")(inputs)
-    x = attn(beams=self.beams if self.decode else 1, name="self_attention")(
+    x = attn(beams=self.beams, name="self_attention")(
         x, x, self_mask, bias, decode=self.decode, deterministic=det)
     x = drop()(x, deterministic=det) + inputs
     x = _constrain(x, ("batch", "length", "embed"))
