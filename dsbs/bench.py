@@ -337,11 +337,11 @@ class DsbsDecode:
         rng.integers(2, cfg.vocab_size, (bc.decode_batch, bc.decode_input_len), dtype=np.int32),
         dev)
     # eos_id=-1 never matches: every sequence decodes all new tokens (min = max new tokens).
-    self.greedy = jax.jit(functools.partial(decoding.greedy_decode, model,
-                                            max_decode_len=bc.decode_new_tokens, eos_id=-1))
-    self.beam = jax.jit(functools.partial(decoding.beam_search, model,
-                                          max_decode_len=bc.decode_new_tokens,
-                                          num_beams=bc.num_beams, eos_id=-1))
+    self.greedy = decoding.jit(functools.partial(decoding.greedy_decode, model,
+                                                 max_decode_len=bc.decode_new_tokens, eos_id=-1))
+    self.beam = decoding.jit(functools.partial(decoding.beam_search, model,
+                                               max_decode_len=bc.decode_new_tokens,
+                                               num_beams=bc.num_beams, eos_id=-1))
     self.greedy(self.params, self.inputs).tokens.block_until_ready()
     self.beam(self.params, self.inputs).tokens.block_until_ready()
 

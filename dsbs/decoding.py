@@ -4,9 +4,9 @@ Both run one `lax.while_loop` over at most `max_decode_len` steps and stop early
 sequence is finished (greedy: all emitted EOS; beam: no live beam can beat the k-th finished
 one). They take the `Transformer` module and its params, encode once, then feed one token per
 step through `Transformer.decode(..., decode=True)`. Both are jit-compatible: close over the
-module and the static sizes, e.g.
+module and the static sizes and compile with `jit` (jax.jit plus this module's XLA options):
 
-    decode = jax.jit(functools.partial(greedy_decode, model, max_decode_len=64))
+    decode = decoding.jit(functools.partial(greedy_decode, model, max_decode_len=64))
     result = decode(params, encoder_input_tokens)
 
 Outputs exclude the decoder start token; positions after EOS hold 0 (padding).
@@ -16,7 +16,8 @@ Beam scores use Google's length normalisation (Wu et al., 2016; T5X): sum(log p)
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +37,36 @@ class DecodeResult:
 
 
 jax.tree_util.register_dataclass(DecodeResult, data_fields=["tokens", "scores"], meta_fields=[])
+
+
+# XLA:CPU: hand only the matmuls to the YNNPACK library, as whole dots, and let XLA's own
+# emitters run the small reductions and elementwise ops of a decoding step. As library fusions
+# those ran on the shared thread pool and waited on its workers at every step (measured on
+# bench_small: a 12K-element attention softmax took 170-260 us in a library fusion, 15-20 us
+# emitted by XLA). Training steps are faster with the defaults, so this is for decoding only.
+_CPU_DECODE_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+
+
+@functools.lru_cache(maxsize=None)
+def compiler_options(backend: str | None = None) -> tuple[tuple[str, str], ...]:
+  """The XLA options `jit` compiles decoders with on `backend` (default: JAX's default).
+
+  Empty off CPU, and on an XLA whose CPU compiler does not know the option (checked once by
+  compiling a trivial function with it)."""
+  backend = backend or jax.default_backend()
+  if backend != "cpu":
+    return ()
+  try:
+    jax.jit(lambda x: x + 1, compiler_options=_CPU_DECODE_OPTIONS).lower(
+        jnp.zeros((), jnp.float32)).compile()
+  except Exception:  # pylint: disable=broad-except  (an XLA without the option)
+    return ()
+  return tuple(sorted(_CPU_DECODE_OPTIONS.items()))
+
+
+def jit(fn: Callable[..., Any], **jit_kwargs: Any) -> Callable[..., Any]:
+  """`jax.jit(fn)` with the decoders' XLA options (see `compiler_options`)."""
+  return jax.jit(fn, compiler_options=dict(compiler_options()), **jit_kwargs)
 
 
 def brevity_penalty(alpha: float, length: Array) -> Array:

@@ -107,7 +107,7 @@ def _compiled_decoder(model_cfg, decode: str, num_beams: int, max_decode_length:
                            num_beams=num_beams)
   else:
     raise ValueError(f"--decode must be greedy or beam, got {decode!r}")
-  return jax.jit(lambda params, tokens: fn(params, tokens).tokens)
+  return decoding.jit(lambda params, tokens: fn(params, tokens).tokens)
 
 
 def _first(out):

@@ -51,7 +51,7 @@ def tiny():
 
 
 def _jit_decode(fn, model, **static):
-  return jax.jit(functools.partial(fn, model, max_decode_len=MAX_LEN, **static))
+  return decoding.jit(functools.partial(fn, model, max_decode_len=MAX_LEN, **static))
 
 
 @pytest.fixture(scope="module")
