@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dsbs import decoding, testing
-from dsbs.model import Transformer, param_tree
+from dsbs.model import Transformer, param_tree, t5
 
 MAX_LEN = 10
 
@@ -116,6 +116,51 @@ def test_beam_scanned_layers_match(decoded):
                              atol=1e-5)
 
 
+@pytest.mark.parametrize("scan_layers", [False, True], ids=["layers", "scanned"])
+def test_growing_caches_do_not_change_results(scan_layers, decoded):
+  """Caches that grow in phases (3 loops over 4 + 3 + 3 steps) decode what full-length caches
+  decode, with sequences that finish early."""
+  model, params, enc = _tiny(scan_layers)
+  assert decoding.cache_lengths(MAX_LEN, 3) == [4, 7, 10]
+  greedy = _jit_decode(decoding.greedy_decode, model, cache_phases=3)(params, enc)
+  beam = _jit_decode(decoding.beam_search, model, num_beams=4, alpha=0.0, cache_phases=3)(
+      params, enc)
+  for got, want in ((greedy, decoded["greedy"]), (beam, decoded["beam4"])):
+    np.testing.assert_array_equal(np.asarray(got.tokens), np.asarray(want.tokens))
+    np.testing.assert_allclose(np.asarray(got.scores), np.asarray(want.scores), atol=1e-5)
+  assert (np.asarray(greedy.tokens) == 1).any()
+
+
+def test_cache_lengths():
+  assert decoding.cache_lengths(10) == [10]  # short decodes: one phase
+  assert decoding.cache_lengths(64) == [16, 32, 48, 64]
+  assert decoding.cache_lengths(320) == [80, 160, 240, 320]  # at most 4 phases by default
+  assert decoding.cache_lengths(5, 8) == [1, 2, 3, 4, 5]  # never more phases than steps
+  with pytest.raises(ValueError, match="cache_phases"):
+    decoding.cache_lengths(64, 0)
+
+
+def test_extend_cache_keeps_written_positions(tiny):
+  model, params, enc = tiny
+  encoded = decoding._encode(model, params, enc, None)  # pylint: disable=protected-access
+  for beams in (1, 3):
+    cache = decoding.init_cache(model, params, encoded, enc, 4, num_beams=beams)
+    layer = cache["decoder"]["layers_0"]["self_attention"]
+    layer["cached_key"] = jnp.ones_like(layer["cached_key"])
+    grown = t5.extend_cache(cache, 6)
+    key = grown["decoder"]["layers_0"]["self_attention"]["cached_key"]
+    value = grown["decoder"]["layers_0"]["self_attention"]["cached_value"]
+    assert key.shape[-1] == value.shape[-2] == 6 * beams
+    assert np.all(np.asarray(key)[..., :4 * beams] == 1) and np.all(np.asarray(key)[..., 4 * beams:] == 0)
+    np.testing.assert_array_equal(
+        np.asarray(grown["decoder"]["layers_0"]["encoder_decoder_attention"]["cross_key"]),
+        np.asarray(cache["decoder"]["layers_0"]["encoder_decoder_attention"]["cross_key"]))
+    if beams > 1:
+      assert grown["decoder"]["beam_slots"].shape == (enc.shape[0], beams, 6)
+    with pytest.raises(ValueError, match="cannot grow"):
+      t5.extend_cache(cache, 3)
+
+
 def test_beam_length_normalisation(tiny):
   """With alpha > 0 each score is log p(seq) / ((5 + len) / 6) ** alpha, len counting EOS."""
   model, params, enc = tiny
@@ -183,8 +228,8 @@ def test_matches_transformers_generate(hf_model, num_beams):
     got = _jit_decode(decoding.greedy_decode, model)(params, jnp.asarray(enc))
     np.testing.assert_array_equal(np.asarray(got.tokens), want[:, 0])
   else:
-    got = _jit_decode(decoding.beam_search, model, num_beams=num_beams, alpha=0.0)(
-        params, jnp.asarray(enc))
+    got = _jit_decode(decoding.beam_search, model, num_beams=num_beams, alpha=0.0,
+                      cache_phases=2)(params, jnp.asarray(enc))
     np.testing.assert_array_equal(np.asarray(got.tokens)[:, 0], want[:, 0])
     hf_scores = out.sequences_scores.numpy().reshape(8, num_beams)
     np.testing.assert_allclose(np.asarray(got.scores)[:, 0], hf_scores[:, 0], atol=1e-3)

@@ -722,6 +722,39 @@ def init_params(config: T5Config, rng: Array, input_len: int = 8, target_len: in
   return model.init({"params": rng}, enc, dec, dec, enable_dropout=False)["params"]
 
 
+def extend_cache(cache: Any, length: int) -> Any:
+  """The decoding cache of `Transformer.decode` with room for `length` self-attention positions.
+
+  Pads every layer's self-attention keys/values (and beam search's 'beam_slots' table) with
+  unwritten positions at the end; what was written stays where it is, and the encoder-decoder
+  keys/values are shared as they are. The decoders let the caches grow this way in a few
+  steps, so that the early steps of a long decode read short caches (see
+  `dsbs.decoding.cache_lengths`). Works on scanned-layer caches too (a leading layer axis).
+  """
+  dec = cache["decoder"]
+  beams = dec["beam_slots"].shape[1] if "beam_slots" in dec else 1
+  old = None
+
+  def pad(path, x):
+    nonlocal old
+    name = getattr(path[-1], "key", None)
+    axis = {"cached_key": -1, "cached_value": -2, "beam_slots": -1}.get(name)
+    if axis is None:
+      return x
+    per_position = 1 if name == "beam_slots" else beams
+    have = x.shape[axis] // per_position
+    if old is None:
+      old = have
+    if have != old or length < have:
+      raise ValueError(f"extend_cache: cannot grow a {have}-position cache entry {name} to "
+                       f"{length} positions (others have {old})")
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, (length - have) * per_position)
+    return jnp.pad(x, widths)
+
+  return jax.tree_util.tree_map_with_path(pad, cache)
+
+
 def shift_right(targets: Array, bos_id: int = 0) -> Array:
   """Decoder inputs from targets: prepend `bos_id` (T5 uses pad = 0) and drop the last token."""
   shifted = jnp.pad(targets, [(0, 0)] * (targets.ndim - 1) + [(1, 0)], constant_values=bos_id)
