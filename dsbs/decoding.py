@@ -150,30 +150,35 @@ def greedy_decode(model: Transformer, params: Any, encoder_input_tokens: Array,
            jnp.zeros((batch, max_decode_len), jnp.int32), jnp.zeros((batch,), jnp.float32),
            jnp.zeros((batch,), bool), cache)
 
-  def run_phase(state, cache_len):
-    def cond(state):
-      i, _, _, _, done, _ = state
-      return jnp.logical_and(i < cache_len, jnp.logical_not(jnp.all(done)))
+  def cond(state, cache_len):
+    i, _, _, _, done, _ = state
+    return jnp.logical_and(i < cache_len, jnp.logical_not(jnp.all(done)))
 
-    def body(state):
-      i, cur, out, scores, done, cache = state
-      logp, cache = _step(model, params, cache, encoded, encoder_input_tokens, cur, cache_len)
-      nxt = jnp.argmax(logp, axis=-1).astype(jnp.int32)
-      tok_logp = jnp.take_along_axis(logp, nxt[:, None], axis=-1)[:, 0]
-      nxt = jnp.where(done, 0, nxt)
-      scores = scores + jnp.where(done, 0.0, tok_logp)
-      out = lax.dynamic_update_slice(out, nxt[:, None], (0, i))
-      done = jnp.logical_or(done, nxt == eos_id)
-      return i + 1, nxt, out, scores, done, cache
+  def body(state, cache_len):
+    i, cur, out, scores, done, cache = state
+    logp, cache = _step(model, params, cache, encoded, encoder_input_tokens, cur, cache_len)
+    nxt = jnp.argmax(logp, axis=-1).astype(jnp.int32)
+    tok_logp = jnp.take_along_axis(logp, nxt[:, None], axis=-1)[:, 0]
+    nxt = jnp.where(done, 0, nxt)
+    scores = scores + jnp.where(done, 0.0, tok_logp)
+    out = lax.dynamic_update_slice(out, nxt[:, None], (0, i))
+    done = jnp.logical_or(done, nxt == eos_id)
+    return i + 1, nxt, out, scores, done, cache
 
-    return lax.while_loop(cond, body, state)
+  _, _, out, scores, _, _ = _phased_loop(cond, body, state, lengths)
+  return DecodeResult(out, scores)
 
+
+def _phased_loop(cond: Callable[..., Array], body: Callable[..., Any], state: tuple[Any, ...],
+                 lengths: list[int]) -> tuple[Any, ...]:
+  """`lax.while_loop(cond, body)` once per cache length (passed as `cache_len`), growing the
+  cache, the last entry of `state`, between them."""
   for p, cache_len in enumerate(lengths):
     if p:
       state = state[:-1] + (extend_cache(state[-1], cache_len),)
-    state = run_phase(state, cache_len)
-  _, _, out, scores, _, _ = state
-  return DecodeResult(out, scores)
+    state = lax.while_loop(functools.partial(cond, cache_len=cache_len),
+                           functools.partial(body, cache_len=cache_len), state)
+  return state
 
 
 def _reorder_beams(cache: Any, parent: Array) -> Any:
@@ -259,12 +264,7 @@ def beam_search(model: Transformer, params: Any, encoder_input_tokens: Array,
     return i + 1, live_seqs, live_logp, fin_seqs, fin_scores, fin_flags, cache
 
   state = (jnp.array(0, jnp.int32), live_seqs, live_logp, fin_seqs, fin_scores, fin_flags, cache)
-  for p, cache_len in enumerate(lengths):
-    if p:
-      state = state[:-1] + (extend_cache(state[-1], cache_len),)
-    state = lax.while_loop(functools.partial(cond, cache_len=cache_len),
-                           functools.partial(body, cache_len=cache_len), state)
-  steps, live_seqs, live_logp, fin_seqs, fin_scores, _, _ = state
+  steps, live_seqs, live_logp, fin_seqs, fin_scores, _, _ = _phased_loop(cond, body, state, lengths)
   # Live beams (no EOS yet) compete with the finished ones at the end; after an early stop none
   # of them can win, so this only matters when max_decode_len was reached.
   all_scores = jnp.concatenate([fin_scores, live_logp / brevity_penalty(alpha, steps)], axis=1)
