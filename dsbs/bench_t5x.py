@@ -13,11 +13,17 @@ every sequence decodes the full length, as in dsbs's and PyTorch's runs.
 """
 import functools
 import json
+import os
 import statistics
 import sys
 import time
 
-from dsbs.bench import median_time  # light: stdlib imports only at module level
+# Run as a script, this file's folder (dsbs/) heads sys.path, where dsbs's own modules
+# (decoding, train, testing, ...) would shadow top-level modules of the same names.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+from dsbs.bench import median_time  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def main(bc: dict, mc: dict) -> dict:
