@@ -10,15 +10,16 @@ TPU: the datasheet bf16 peak), the compiled step's memory, input-pipeline throug
 greedy and beam decoding throughput (new tokens/s, every sequence decodes exactly
 `decode_new_tokens` tokens).
 
-Peers run the same config in the same process (or, for T5X, a side interpreter), alternating
-with dsbs so that a shared machine's drift hits both, each engine's turn opening with one
-untimed step; the process runs with `dsbs.hostmem.tune_malloc()`, which the in-process
-PyTorch peer shares (`DSBS_MALLOC=system` measures both with glibc's defaults). `torch` is
-transformers' PyTorch T5 (its Adafactor, `generate`); `t5x` is T5X's own T5 1.1 network,
-model loss and Adafactor. A peer that cannot be imported is reported unavailable, never
-estimated. `--host_devices=N` (CPU only) splits
-the host into N XLA devices and runs the step data-parallel over them; it must be decided
-before jax is imported, so it is a flag of this entry point.
+Peers run the same config in the same process (or, for T5X, a side interpreter, after the
+others), alternating with dsbs so that a shared machine's drift hits both, each engine's turn
+opening with one untimed step; every engine trains and decodes once before it is timed. The
+processes run with `dsbs.hostmem.tune_malloc()`, which the in-process PyTorch peer shares and
+the T5X interpreter sets too (`DSBS_MALLOC=system` measures all with glibc's defaults). `torch`
+is transformers' PyTorch T5 (its Adafactor, `generate`); `t5x` is T5X's own T5 1.1 network,
+model loss, Adafactor and decoding. A peer that cannot be imported is reported unavailable,
+never estimated. `--host_devices=N` (CPU only) splits the host into N XLA devices and runs the
+step data-parallel over them; it must be decided before jax is imported, so it is a flag of
+this entry point.
 """
 from __future__ import annotations
 
@@ -412,7 +413,9 @@ class TorchPeer:
     self.bc = bc
     self.torch = torch
     self.version = f"torch {torch.__version__}, transformers {transformers.__version__}"
-    self.step()  # warm-up
+    self.step()  # warm-up, as dsbs's objects compile and run once before timing
+    self.run_greedy()
+    self.run_beam()
 
   def _sync(self) -> None:
     if self.device == "cuda":

@@ -5,7 +5,8 @@ Run by dsbs.bench in an interpreter that can import t5x (T5X is not a dsbs depen
   python dsbs/bench_t5x.py '<BenchConfig JSON>' '<T5Config JSON>'
 
 Prints one JSON line: train_step_s, train_tokens_per_s, decode_tokens_per_s,
-beam_decode_tokens_per_s, version. The step is `t5x.trainer.train_with_lr` (loss_fn + grads +
+beam_decode_tokens_per_s, version, host_malloc (the process runs with the allocator setting of
+`dsbs.hostmem`, as the dsbs and PyTorch runs do). The step is `t5x.trainer.train_with_lr` (loss_fn + grads +
 Adafactor update, as T5X's Trainer runs it) under jax.jit with the train state donated, on one
 device without a partitioner; decoding is `EncoderDecoderModel.predict_batch_with_aux` with
 T5X's beam search and with top-1 temperature sampling (greedy). No EOS id is ever emitted, so
@@ -98,4 +99,8 @@ def main(bc: dict, mc: dict) -> dict:
 
 
 if __name__ == "__main__":
-  print(json.dumps(main(json.loads(sys.argv[1]), json.loads(sys.argv[2]))))
+  from dsbs import hostmem  # pylint: disable=g-import-not-at-top
+  # The allocator setting of the dsbs and PyTorch runs (DSBS_MALLOC is inherited), set before
+  # JAX starts its threads.
+  malloc = hostmem.tune_malloc()
+  print(json.dumps(dict(main(json.loads(sys.argv[1]), json.loads(sys.argv[2])), host_malloc=malloc)))
