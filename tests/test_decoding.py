@@ -2,6 +2,7 @@
 transformers' generate()."""
 import functools
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -129,6 +130,30 @@ def test_growing_caches_do_not_change_results(scan_layers, decoded):
     np.testing.assert_array_equal(np.asarray(got.tokens), np.asarray(want.tokens))
     np.testing.assert_allclose(np.asarray(got.scores), np.asarray(want.scores), atol=1e-5)
   assert (np.asarray(greedy.tokens) == 1).any()
+
+
+def _library_fusions(jitted, *args):
+  """(called computations of YNNPACK fusions, those of them with a reduce) in compiled HLO."""
+  hlo = jitted.lower(*args).compile().as_text()
+  called = re.findall(r'calls=%([\w.\-]+), [^\n]*"kind":"__ynn_fusion"', hlo)
+  return called, [n for n in called if " reduce(" in hlo.split(f"%{n} ", 1)[1].split("\n}", 1)[0]]
+
+
+def test_decoders_compile_with_matmul_only_library_fusions():
+  """On CPU, decoding.jit hands XLA only matmuls as YNNPACK fusions: the softmax and norm
+  reductions that plain jax.jit gives the library stay with XLA (compiled from shapes only)."""
+  assert decoding.compiler_options("gpu") == ()
+  if jax.default_backend() != "cpu" or not decoding.compiler_options():
+    pytest.skip("the option is for XLA:CPU builds that know it")
+  config = testing.tiny_config().replace(emb_dim=128, mlp_dim=256, num_encoder_layers=1,
+                                         num_decoder_layers=1)
+  params = jax.eval_shape(lambda r: testing.tiny_params(config, seed=0), 0)
+  enc = jax.ShapeDtypeStruct((8, 32), jnp.int32)
+  fn = functools.partial(decoding.greedy_decode, Transformer(config), max_decode_len=4)
+  _, plain_reduces = _library_fusions(jax.jit(fn), params, enc)
+  called, reduces = _library_fusions(decoding.jit(fn), params, enc)
+  assert plain_reduces, "the default XLA:CPU pipeline should fuse some reductions into YNNPACK"
+  assert called and not reduces, reduces
 
 
 def test_cache_lengths():
