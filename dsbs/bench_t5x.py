@@ -6,11 +6,12 @@ Run by dsbs.bench in an interpreter that can import t5x (T5X is not a dsbs depen
 
 Prints one JSON line: train_step_s, train_tokens_per_s, decode_tokens_per_s,
 beam_decode_tokens_per_s, version, host_malloc (the process runs with the allocator setting of
-`dsbs.hostmem`, as the dsbs and PyTorch runs do). The step is `t5x.trainer.train_with_lr` (loss_fn + grads +
-Adafactor update, as T5X's Trainer runs it) under jax.jit with the train state donated, on one
-device without a partitioner; decoding is `EncoderDecoderModel.predict_batch_with_aux` with
-T5X's beam search and with top-1 temperature sampling (greedy). No EOS id is ever emitted, so
-every sequence decodes the full length, as in dsbs's and PyTorch's runs.
+`dsbs.hostmem`, as the dsbs and PyTorch runs do). The step is `t5x.trainer.train_with_lr`
+(loss_fn + grads + Adafactor update, as T5X's Trainer runs it) under jax.jit with the train
+state donated, on one device without a partitioner; decoding is
+`EncoderDecoderModel.predict_batch_with_aux` with T5X's beam search and with top-1 temperature
+sampling (greedy). No EOS id is ever emitted, so every sequence decodes the full length, as in
+dsbs's and PyTorch's runs.
 """
 import functools
 import json
@@ -103,4 +104,5 @@ if __name__ == "__main__":
   # The allocator setting of the dsbs and PyTorch runs (DSBS_MALLOC is inherited), set before
   # JAX starts its threads.
   malloc = hostmem.tune_malloc()
-  print(json.dumps(dict(main(json.loads(sys.argv[1]), json.loads(sys.argv[2])), host_malloc=malloc)))
+  result = main(json.loads(sys.argv[1]), json.loads(sys.argv[2]))
+  print(json.dumps(dict(result, host_malloc=malloc)))

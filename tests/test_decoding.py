@@ -176,7 +176,8 @@ def test_extend_cache_keeps_written_positions(tiny):
     key = grown["decoder"]["layers_0"]["self_attention"]["cached_key"]
     value = grown["decoder"]["layers_0"]["self_attention"]["cached_value"]
     assert key.shape[-1] == value.shape[-2] == 6 * beams
-    assert np.all(np.asarray(key)[..., :4 * beams] == 1) and np.all(np.asarray(key)[..., 4 * beams:] == 0)
+    key = np.asarray(key)
+    assert np.all(key[..., :4 * beams] == 1) and np.all(key[..., 4 * beams:] == 0)
     np.testing.assert_array_equal(
         np.asarray(grown["decoder"]["layers_0"]["encoder_decoder_attention"]["cross_key"]),
         np.asarray(cache["decoder"]["layers_0"]["encoder_decoder_attention"]["cross_key"]))

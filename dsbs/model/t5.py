@@ -232,7 +232,8 @@ class MultiHeadDotProductAttention(nn.Module):
         max_len = cached_value.value.shape[2]
         if query.shape[1] != 1:
           raise ValueError(f"decode=True expects one new token per step, got {query.shape[1]}")
-        if cached_value.value.shape != (batch, heads, max_len, head_dim) or key.shape[1] != 1:
+        cache_batch, cache_heads, _, cache_head_dim = cached_value.value.shape
+        if (cache_batch, cache_heads, cache_head_dim) != (batch, heads, head_dim):
           raise ValueError(f"KV cache shape {cached_value.value.shape} does not fit step "
                            f"{key.shape}")
         cur = cache_index.value
@@ -733,21 +734,17 @@ def extend_cache(cache: Any, length: int) -> Any:
   """
   dec = cache["decoder"]
   beams = dec["beam_slots"].shape[1] if "beam_slots" in dec else 1
-  old = None
 
   def pad(path, x):
-    nonlocal old
     name = getattr(path[-1], "key", None)
     axis = {"cached_key": -1, "cached_value": -2, "beam_slots": -1}.get(name)
     if axis is None:
       return x
     per_position = 1 if name == "beam_slots" else beams
     have = x.shape[axis] // per_position
-    if old is None:
-      old = have
-    if have != old or length < have:
+    if length < have:
       raise ValueError(f"extend_cache: cannot grow a {have}-position cache entry {name} to "
-                       f"{length} positions (others have {old})")
+                       f"{length} positions")
     widths = [(0, 0)] * x.ndim
     widths[axis] = (0, (length - have) * per_position)
     return jnp.pad(x, widths)
