@@ -8,7 +8,9 @@ step time (median over steps after compile), tokens/s and sequences/s, analytic 
 step and the utilisation against the device's peak (CPU: a measured float32 matmul peak; GPU /
 TPU: the datasheet bf16 peak), the compiled step's memory, input-pipeline throughput, and
 greedy and beam decoding throughput (new tokens/s, every sequence decodes exactly
-`decode_new_tokens` tokens).
+`decode_new_tokens` tokens), each engine's decoding also as a fraction of its roofline floor
+(`decode_floor_s`: the peak above and the memory bandwidth, measured on CPU, datasheet HBM on
+accelerators).
 
 Peers run the same config in the same process (or, for T5X, a side interpreter, after the
 others), alternating with dsbs so that a shared machine's drift hits both, each engine's turn
@@ -77,7 +79,7 @@ CONFIGS: dict[str, BenchConfig] = {
 _PEAKS = (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L4", 121e12),
           ("TPU v6", 918e12), ("TPU v5p", 459e12), ("TPU v5 lite", 197e12), ("TPU v5e", 197e12),
           ("TPU v4", 275e12), ("TPU v3", 123e12))
-# HBM bandwidth (bytes/s) for the decode bound.
+# HBM bandwidth (bytes/s) of one device, for the decoding floor.
 _BANDWIDTH = (("H200", 4.8e12), ("H100", 3.35e12), ("A100", 2.0e12), ("TPU v6", 1.64e12),
               ("TPU v5p", 2.76e12), ("TPU v5 lite", 0.82e12), ("TPU v5e", 0.82e12),
               ("TPU v4", 1.2e12))
@@ -88,23 +90,30 @@ _BANDWIDTH = (("H200", 4.8e12), ("H100", 3.35e12), ("A100", 2.0e12), ("TPU v6", 
 # ---------------------------------------------------------------------------------------------
 
 
+def _weights(m: Any) -> dict[str, int]:
+  """Matmul weight counts: an encoder layer, a decoder layer's per-step weights (self- and
+  cross-attention queries/outputs, MLP), the cross-attention key/value kernels (used once per
+  encoder token, not per step) and the logits."""
+  hd = m.num_heads * m.head_dim
+  ff = m.emb_dim * m.mlp_dim * (len(m.mlp_activations) + 1)
+  return {"hd": hd, "enc_layer": 4 * m.emb_dim * hd + ff,
+          "dec_layer_step": 6 * m.emb_dim * hd + ff, "cross_kv": 2 * m.emb_dim * hd,
+          "logits": m.emb_dim * m.vocab_size}
+
+
 def forward_flops(m: Any, batch: int, in_len: int, tgt_len: int) -> float:
   """Matmul FLOPs of one teacher-forced forward pass (2 per multiply-add; attention in full).
 
   Counts projections, attention scores and values, the feed-forward and the logits; causal
   attention is counted over the whole square, as it is computed.
   """
-  hd = m.num_heads * m.head_dim
-  ff = 2 * m.emb_dim * m.mlp_dim * len(m.mlp_activations) + 2 * m.mlp_dim * m.emb_dim
-  enc_tok = 4 * 2 * m.emb_dim * hd + 2 * 2 * in_len * hd + ff
-  dec_tok = (4 * 2 * m.emb_dim * hd + 2 * 2 * tgt_len * hd  # self-attention
-             + 2 * 2 * m.emb_dim * hd + 2 * 2 * in_len * hd  # cross: query, out, scores
-             + ff)
-  cross_kv = 2 * 2 * m.emb_dim * hd  # per encoder token per decoder layer
-  logits = 2 * m.emb_dim * m.vocab_size
+  w = _weights(m)
+  enc_tok = 2 * w["enc_layer"] + 2 * 2 * in_len * w["hd"]
+  dec_tok = 2 * w["dec_layer_step"] + 2 * 2 * (tgt_len + in_len) * w["hd"]
   return float(batch * (in_len * enc_tok * m.num_encoder_layers
                         + tgt_len * dec_tok * m.num_decoder_layers
-                        + in_len * cross_kv * m.num_decoder_layers + tgt_len * logits))
+                        + in_len * 2 * w["cross_kv"] * m.num_decoder_layers
+                        + tgt_len * 2 * w["logits"]))
 
 
 def train_flops(m: Any, batch: int, in_len: int, tgt_len: int) -> float:
@@ -112,14 +121,33 @@ def train_flops(m: Any, batch: int, in_len: int, tgt_len: int) -> float:
   return 3.0 * forward_flops(m, batch, in_len, tgt_len)
 
 
-def param_bytes(m: Any, bytes_per: int) -> float:
-  """Bytes of all weights at `bytes_per` bytes each (the decode memory-traffic floor)."""
-  hd = m.num_heads * m.head_dim
-  ff = m.emb_dim * m.mlp_dim * (len(m.mlp_activations) + 1)
-  layers = m.num_encoder_layers * (4 * m.emb_dim * hd + ff) + m.num_decoder_layers * (
-      8 * m.emb_dim * hd + ff)
-  emb = m.vocab_size * m.emb_dim * (1 if m.logits_via_embedding else 2)
-  return float((layers + emb) * bytes_per)
+def decode_floor_s(m: Any, batch: int, in_len: int, new_tokens: int, beams: int,
+                   peak_flops: float, bytes_per_s: float) -> float:
+  """Roofline floor, in seconds, of one decoding call: no engine can run it faster.
+
+  The encoder pass and the cross-attention key/value projection, then one step per new token,
+  each taking max(matmul FLOPs / peak, bytes / memory bandwidth). A step reads every decoder
+  weight it uses in the compute dtype (the logits kernel in float32, as the model keeps it),
+  the cross-attention keys/values once per input (beams share them) and the self-attention
+  keys/values of the positions so far for each of the `batch * beams` sequences; the encoder
+  pass reads its weights once. Activations, norms and softmaxes are left out (they only lower
+  the floor), and so are beam search's top-k and reordering.
+  """
+  w = _weights(m)
+  size = 2 if m.dtype in ("bfloat16", "float16") else 4
+  rows = batch * beams
+  enc_flops = batch * in_len * (m.num_encoder_layers * (2 * w["enc_layer"] + 4 * in_len * w["hd"])
+                                + m.num_decoder_layers * 2 * w["cross_kv"])
+  enc_bytes = size * (m.num_encoder_layers * w["enc_layer"] + m.num_decoder_layers * w["cross_kv"])
+  total = max(enc_flops / peak_flops, enc_bytes / bytes_per_s)
+  weight_bytes = size * m.num_decoder_layers * w["dec_layer_step"] + 4 * w["logits"]
+  cross_bytes = size * m.num_decoder_layers * 2 * batch * in_len * w["hd"]
+  for pos in range(1, new_tokens + 1):
+    flops = rows * (m.num_decoder_layers * (2 * w["dec_layer_step"] + 4 * (in_len + pos) * w["hd"])
+                    + 2 * w["logits"])
+    self_bytes = size * m.num_decoder_layers * 2 * rows * pos * w["hd"]
+    total += max(flops / peak_flops, (weight_bytes + cross_bytes + self_bytes) / bytes_per_s)
+  return total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,6 +199,17 @@ def measured_matmul_peak(n: int = 2048, reps: int = 5) -> dict[str, float]:
   return out
 
 
+def measured_memory_bandwidth(mib: int = 512, reps: int = 5) -> float:
+  """Bytes/s at which XLA reads a `mib` MiB float32 buffer (a sum; the buffer is many times a
+  CPU's last-level cache), best of `reps`: the host's streaming-read bandwidth."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  x = jnp.ones((mib * 2**18,), jnp.float32)
+  total = jax.jit(jnp.sum)
+  total(x).block_until_ready()
+  return x.nbytes / _min_time(lambda: total(x).block_until_ready(), reps)
+
+
 def _min_time(fn: Callable[[], Any], reps: int) -> float:
   times = []
   for _ in range(reps):
@@ -197,12 +236,16 @@ def device_facts() -> dict[str, Any]:
   if facts["backend"] == "cpu":
     peaks = measured_matmul_peak()
     facts.update(peak_flops=max(peaks.values()), peak_source="measured f32 matmul, best of "
-                 + "/".join(sorted(peaks)), **{f"peak_flops_{k}": v for k, v in peaks.items()})
+                 + "/".join(sorted(peaks)), **{f"peak_flops_{k}": v for k, v in peaks.items()},
+                 memory_bytes_per_s=measured_memory_bandwidth(),
+                 memory_source="measured XLA streaming read")
   else:
     peak = _lookup(_PEAKS, dev.device_kind)
+    bandwidth = _lookup(_BANDWIDTH, dev.device_kind)
     facts.update(peak_flops=None if peak is None else peak * jax.device_count(),
                  peak_source="datasheet bf16 dense" if peak else "unknown device kind",
-                 hbm_bytes_per_s=_lookup(_BANDWIDTH, dev.device_kind))
+                 memory_bytes_per_s=bandwidth,
+                 memory_source="datasheet HBM" if bandwidth else "unknown device kind")
   return facts
 
 
@@ -539,9 +582,13 @@ def run(bc: BenchConfig, peers: Sequence[str] = (), name: str = "") -> dict[str,
                  host_peak_rss_bytes=_peak_rss_bytes(), **dsbs_train.memory())
     else:
       out[key] = dict(res, available=True, version=peer_objs[key].version)
-  if facts.get("hbm_bytes_per_s") and bc.decode_batch == 1:
-    bound = facts["hbm_bytes_per_s"] / param_bytes(m, 2)  # bf16 weights read once per token
-    out["decode_bandwidth_bound_tokens_per_s"] = bound
+  if facts.get("peak_flops") and facts.get("memory_bytes_per_s"):
+    # decoding runs on one device (the CPU peak is already the host's, whatever --host_devices)
+    peak = facts["peak_flops"] / (1 if facts["backend"] == "cpu" else facts["devices"])
+    for kind, beams in (("decode", 1), ("beam_decode", bc.num_beams)):
+      floor = decode_floor_s(m, bc.decode_batch, bc.decode_input_len, bc.decode_new_tokens,
+                             beams, peak, facts["memory_bytes_per_s"])
+      out[f"{kind}_floor_tokens_per_s"] = new_tokens / floor
   if "t5x" in peers:
     _log("running the T5X peer")
     out["t5x"] = run_t5x_peer(bc)
@@ -557,6 +604,11 @@ def run(bc: BenchConfig, peers: Sequence[str] = (), name: str = "") -> dict[str,
         out[f"decode_speedup_vs_{key}"] = out["decode_tokens_per_s"] / peer["decode_tokens_per_s"]
         out[f"beam_speedup_vs_{key}"] = (out["beam_decode_tokens_per_s"]
                                          / peer["beam_decode_tokens_per_s"])
+  for engine in [out] + [out[k] for k in ("torch", "t5x") if out.get(k, {}).get("available")]:
+    for kind in ("decode", "beam_decode"):
+      if out.get(f"{kind}_floor_tokens_per_s") and engine.get(f"{kind}_tokens_per_s"):
+        engine[f"{kind}_floor_fraction"] = (engine[f"{kind}_tokens_per_s"]
+                                            / out[f"{kind}_floor_tokens_per_s"])
   out.update(input_pipeline_rate(bc))
   return out
 
@@ -572,13 +624,21 @@ def markdown(r: dict[str, Any]) -> str:
            f"({r.get('peak_source')}).", "",
            "| engine | train step (s), median | best | train tokens/s | MFU | greedy new tokens/s "
            "| beam new tokens/s |", "|---|---|---|---|---|---|---|"]
+  def decode_cell(v, kind):
+    frac = v.get(f"{kind}_floor_fraction")
+    return fmt(v.get(f"{kind}_tokens_per_s"), ".0f") + (f" ({100 * frac:.0f}%)" if frac else "")
+
   rows = [("dsbs", r)] + [(k, r[k]) for k in ("torch", "t5x") if r.get(k, {}).get("available")]
   for name, v in rows:
     lines.append(f"| {name} | {v['train_step_s']:.3f} | {fmt(v.get('train_step_min_s'), '.3f')} | "
                  f"{v['train_tokens_per_s']:.0f} | "
                  f"{fmt(v.get('mfu') and 100 * v['mfu'], '.1f')}% | "
-                 f"{fmt(v.get('decode_tokens_per_s'), '.0f')} | "
-                 f"{fmt(v.get('beam_decode_tokens_per_s'), '.0f')} |")
+                 f"{decode_cell(v, 'decode')} | {decode_cell(v, 'beam_decode')} |")
+  if r.get("decode_floor_tokens_per_s"):
+    lines += ["", f"Decoding floor (the roofline at that peak and "
+              f"{r['memory_bytes_per_s'] / 1e9:.1f} GB/s, {r.get('memory_source')}): greedy "
+              f"{r['decode_floor_tokens_per_s']:.0f}, beam {r['beam_decode_floor_tokens_per_s']:.0f}"
+              " new tokens/s; the percentages in brackets are of that floor."]
   ratios = [f"{k.replace('_', ' ')}: {r[k]:.2f}x" for k in sorted(r) if "speedup_vs_" in k]
   if ratios:
     lines += ["", "dsbs speed-up (higher is better): " + "; ".join(ratios) + "."]

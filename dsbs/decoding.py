@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from dsbs.model.t5 import Transformer, extend_cache
+from dsbs.model.t5 import Transformer, compute_params, extend_cache
 
 Array = jax.Array
 NEG_INF = -1.0e7  # finite "minus infinity" keeps arithmetic NaN-free
@@ -146,6 +146,7 @@ def greedy_decode(model: Transformer, params: Any, encoder_input_tokens: Array,
   """
   batch = encoder_input_tokens.shape[0]
   lengths = cache_lengths(max_decode_len, cache_phases)
+  params = compute_params(params, model.config)  # steps read weights in the compute dtype
   encoded = _encode(model, params, encoder_input_tokens, encoder_segment_ids)
   cache = init_cache(model, params, encoded, encoder_input_tokens, lengths[0])
   state = (jnp.array(0, jnp.int32), jnp.full((batch,), decoder_start_id, jnp.int32),
@@ -209,6 +210,7 @@ def beam_search(model: Transformer, params: Any, encoder_input_tokens: Array,
   batch, k = encoder_input_tokens.shape[0], num_beams
   length = max_decode_len
   lengths = cache_lengths(max_decode_len, cache_phases)
+  params = compute_params(params, model.config)
   encoded = _encode(model, params, encoder_input_tokens, encoder_segment_ids)
   # Encodings and encoder-decoder keys/values stay once per input; the k beams of an input
   # query them together (measured on bench_small: k times less cross-attention traffic and

@@ -25,6 +25,9 @@ def test_tiny_config_prints_json_with_the_keys():
               "beam_decode_tokens_per_s", "model_flops_per_step", "peak_flops"):
     assert isinstance(result[key], float) and result[key] > 0, key
   assert result["tokens_per_step"] == 4 * (16 + 8)
+  assert result["memory_bytes_per_s"] > 1e9  # measured on CPU
+  for kind in ("decode", "beam_decode"):  # the roofline floor is above what was measured
+    assert 0 < result[f"{kind}_floor_fraction"] < 1, kind
   # the compiled step does about the analytic matmul work (XLA also counts elementwise ops)
   assert 0.8 < result["xla_flops_per_step"] / result["model_flops_per_step"] < 1.5
 
@@ -41,6 +44,12 @@ def test_markdown_lists_peers_and_unavailable_ones():
   assert "| dsbs | 1.000 | n/a | 10 | 50.0% | 4 | 2 |" in md
   assert "| torch | 2.000 | n/a | 5 | 25.0% | 1 | 1 |" in md
   assert "train speedup vs torch: 2.00x" in md and "t5x: unavailable (no t5x)" in md
+  r.update(decode_floor_tokens_per_s=8.0, beam_decode_floor_tokens_per_s=4.0,
+           decode_floor_fraction=0.5, beam_decode_floor_fraction=0.5, memory_bytes_per_s=5e10,
+           memory_source="measured")
+  md = bench.markdown(r)
+  assert "| dsbs | 1.000 | n/a | 10 | 50.0% | 4 (50%) | 2 (50%) |" in md
+  assert "50.0 GB/s, measured): greedy 8, beam 4 new tokens/s" in md
 
 
 def test_forward_flops_match_a_hand_count():
@@ -52,6 +61,31 @@ def test_forward_flops_match_a_hand_count():
   want = 16 * (8 * enc + 8 * dec + 64 * 2 * 512 * 384)
   assert bench.forward_flops(m, 16, 128, 64) == want
   assert bench.train_flops(m, 16, 128, 64) == 3 * want
+
+
+def test_decode_floor_matches_a_hand_count():
+  m = get_config("bench_small")
+  # memory-bound (infinite peak): bytes / bandwidth. Encoder pass: encoder layers (q,k,v,o +
+  # gated MLP) and the decoder's cross-attention key/value kernels, float32.
+  enc = 4 * (8 * (4 * 512 * 384 + 3 * 512 * 1024) + 8 * 2 * 512 * 384)
+  # each step: decoder weights (self q,k,v,o, cross q,o, MLP) and the float32 logits kernel,
+  # cross keys/values of 16 x 128 encodings, self keys/values of the positions so far
+  weights = 4 * (8 * (6 * 512 * 384 + 3 * 512 * 1024) + 512 * 384)
+  cross = 4 * 8 * 2 * 16 * 128 * 384
+  steps = sum(weights + cross + 4 * 8 * 2 * 16 * pos * 384 for pos in range(1, 65))
+  assert bench.decode_floor_s(m, 16, 128, 64, 1, 1e30, 1e10) == pytest.approx(
+      (enc + steps) / 1e10, rel=1e-12)
+  # compute-bound (infinite bandwidth): the forward FLOPs of one new token at a time
+  flops = (16 * 128 * (8 * (2 * (4 * 512 * 384 + 3 * 512 * 1024) + 4 * 128 * 384)
+                       + 8 * 2 * 2 * 512 * 384)
+           + sum(16 * (8 * (2 * (6 * 512 * 384 + 3 * 512 * 1024) + 4 * (128 + pos) * 384)
+                       + 2 * 512 * 384) for pos in range(1, 65)))
+  assert bench.decode_floor_s(m, 16, 128, 64, 1, 1e9, 1e30) == pytest.approx(flops / 1e9,
+                                                                           rel=1e-12)
+  # beams multiply the sequences, not the shared cross-attention keys/values
+  beam = bench.decode_floor_s(m, 16, 128, 64, 4, 1e30, 1e10)
+  extra = sum(3 * 4 * 8 * 2 * 16 * pos * 384 for pos in range(1, 65))
+  assert beam == pytest.approx((enc + steps + extra) / 1e10, rel=1e-12)
 
 
 def test_unknown_peer_is_an_error():

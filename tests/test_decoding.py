@@ -5,6 +5,7 @@ import os
 import re
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -154,6 +155,67 @@ def test_decoders_compile_with_matmul_only_library_fusions():
   called, reduces = _library_fusions(decoding.jit(fn), params, enc)
   assert plain_reduces, "the default XLA:CPU pipeline should fuse some reductions into YNNPACK"
   assert called and not reduces, reduces
+
+
+def _loop_operand_dtypes(jaxpr, dtypes=None):
+  """{dtype: shapes} of the >=2-D floating operands of every while loop in `jaxpr`."""
+  dtypes = {} if dtypes is None else dtypes
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "while":
+      for v in eqn.invars:
+        if v.aval.ndim >= 2 and jnp.issubdtype(v.aval.dtype, jnp.floating):
+          dtypes.setdefault(str(v.aval.dtype), set()).add(v.aval.shape)
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      _loop_operand_dtypes(sub, dtypes)
+  return dtypes
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_compute_params_keep_results_bit_for_bit(tied, monkeypatch):
+  """Parameters pre-cast to a bfloat16 compute dtype give the same logits and the same decodes,
+  to the bit; the float32 logits weights stay float32; float32 configs are left alone."""
+  config = testing.tiny_config(vocab_size=40, dtype="bfloat16", logits_via_embedding=tied)
+  params = testing.tiny_params(config, seed=3)
+  cast = t5.compute_params(params, config)
+  head = ("token_embedder", "embedding") if tied else ("decoder", "logits_dense", "kernel")
+  flat = param_tree.flatten(cast)
+  assert flat.pop("/".join(head)).dtype == jnp.float32
+  assert {str(v.dtype) for v in flat.values()} == {"bfloat16"}
+  batch = testing.random_batch(config, batch=3, input_len=9, target_len=6, seed=4)
+  forward = testing.forward_fn(config)
+  np.testing.assert_array_equal(np.asarray(forward(cast, batch)), np.asarray(forward(params, batch)))
+  f32 = testing.tiny_config(logits_via_embedding=tied)
+  f32_params = testing.tiny_params(f32)
+  assert all(a is b for a, b in zip(jax.tree.leaves(t5.compute_params(f32_params, f32)),
+                                    jax.tree.leaves(f32_params)))
+
+  model, enc = Transformer(config), jnp.asarray(batch["encoder_input_tokens"])
+  decoders = ((decoding.greedy_decode, {}), (decoding.beam_search, {"num_beams": 3}))
+  results = [_jit_decode(fn, model, **kw)(params, enc) for fn, kw in decoders]
+  with monkeypatch.context() as m:  # the decoders without the cast: casts at every step
+    m.setattr(decoding, "compute_params", lambda p, c: p)
+    wants = [_jit_decode(fn, model, **kw)(params, enc) for fn, kw in decoders]
+  for got, want in zip(results, wants):
+    np.testing.assert_array_equal(np.asarray(got.tokens), np.asarray(want.tokens))
+    np.testing.assert_array_equal(np.asarray(got.scores), np.asarray(want.scores))
+
+
+def test_decode_loops_read_weights_in_compute_dtype():
+  """With float32 parameters and bfloat16 compute, the decoding loops take bfloat16 weights:
+  only the float32 logits kernel enters them in float32 (XLA does not hoist per-step casts)."""
+  config = testing.tiny_config(vocab_size=40, dtype="bfloat16")
+  params = jax.eval_shape(lambda r: testing.tiny_params(config, seed=0), 0)
+  enc = jax.ShapeDtypeStruct((2, 9), jnp.int32)
+  model = Transformer(config)
+  head = params["decoder"]["logits_dense"]["kernel"].shape
+  for fn, kw in ((decoding.greedy_decode, {}), (decoding.beam_search, {"num_beams": 2})):
+    jaxpr = jax.make_jaxpr(functools.partial(fn, model, max_decode_len=4, **kw))(params, enc)
+    dtypes = _loop_operand_dtypes(jaxpr.jaxpr)
+    assert (config.emb_dim, config.mlp_dim) in dtypes["bfloat16"], dtypes
+    # the float32 loop operands: the logits kernel, and caches or scores (not weights)
+    weights = {(config.emb_dim, config.mlp_dim), (config.mlp_dim, config.emb_dim),
+               (config.emb_dim, config.num_heads * config.head_dim)}
+    assert head in dtypes["float32"] and not weights & dtypes["float32"], dtypes
 
 
 def test_cache_lengths():

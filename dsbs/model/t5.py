@@ -723,6 +723,33 @@ def init_params(config: T5Config, rng: Array, input_len: int = 8, target_len: in
   return model.init({"params": rng}, enc, dec, dec, enable_dropout=False)["params"]
 
 
+# Parameters some use reads in float32 (the logits): kept as stored by `compute_params`.
+_FLOAT32_USES = (("decoder", "logits_dense", "kernel"),)
+_TIED_FLOAT32_USES = (("token_embedder", "embedding"),)  # Embed.attend, tied logits
+
+
+def compute_params(params: Any, config: T5Config) -> Any:
+  """`params` with every floating leaf that the network only reads in `config.dtype` already
+  cast to it; the rest (the float32 logits kernel, or a tied embedding) as they are.
+
+  The network computes the same results from either tree, bit for bit: each layer casts its
+  parameters to `config.dtype` before using them. The decoders cast once before their loop
+  because XLA leaves those casts inside it: with float32 parameters and bfloat16 compute, each
+  step would read every weight in float32 (twice the bytes) and convert it again. A no-op when
+  the parameters are already in the compute dtype. Boxed or unboxed trees alike.
+  """
+  dtype = jnp.dtype(config.dtype)
+  keep = set(_FLOAT32_USES) | (set(_TIED_FLOAT32_USES) if config.logits_via_embedding else set())
+
+  def cast(path, x):
+    names = tuple(p.key for p in path if isinstance(p, jax.tree_util.DictKey))
+    if names in keep or not jnp.issubdtype(x.dtype, jnp.floating) or x.dtype == dtype:
+      return x
+    return x.astype(dtype)
+
+  return jax.tree_util.tree_map_with_path(cast, params)
+
+
 def extend_cache(cache: Any, length: int) -> Any:
   """The decoding cache of `Transformer.decode` with room for `length` self-attention positions.
 
