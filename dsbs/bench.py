@@ -199,7 +199,7 @@ def measured_matmul_peak(n: int = 2048, reps: int = 5) -> dict[str, float]:
   return out
 
 
-def measured_memory_bandwidth(mib: int = 512, reps: int = 5) -> float:
+def measured_memory_bandwidth(mib: int = 512, reps: int = 10) -> float:
   """Bytes/s at which XLA reads a `mib` MiB float32 buffer (a sum; the buffer is many times a
   CPU's last-level cache), best of `reps`: the host's streaming-read bandwidth."""
   import jax  # pylint: disable=g-import-not-at-top
