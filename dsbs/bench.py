@@ -420,6 +420,23 @@ def input_pipeline_rate(bc: BenchConfig) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
+class PeerUnavailable(Exception):
+  """A peer that cannot run on the hardware dsbs runs on."""
+
+
+def torch_device(torch: Any) -> str:
+  """The PyTorch device on the hardware JAX uses: 'cpu' on CPU, 'cuda' on a GPU; a peer on
+  other hardware (a CPU-only torch beside a GPU, or a TPU) would not be a side-by-side run."""
+  import jax  # pylint: disable=g-import-not-at-top
+  backend = jax.default_backend()
+  if backend == "cpu":
+    return "cpu"
+  if backend == "gpu" and torch.cuda.is_available():
+    return "cuda"
+  raise PeerUnavailable(f"PyTorch {torch.__version__} cannot run on this {backend} "
+                        f"(cuda available: {torch.cuda.is_available()})")
+
+
 class TorchPeer:
   """transformers' T5ForConditionalGeneration with the same shapes; its Adafactor and generate."""
 
@@ -439,7 +456,7 @@ class TorchPeer:
         feed_forward_proj="gated-gelu", tie_word_embeddings=False, decoder_start_token_id=0,
         pad_token_id=0, eos_token_id=1)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[bc.dtype]
-    self.device = "cuda" if torch.cuda.is_available() else "cpu"
+    self.device = torch_device(torch)
     model = transformers.T5ForConditionalGeneration(hf_cfg)
     # transformers 5 ties T5's head whatever the config says; T5 1.1 has its own.
     model.lm_head.weight = torch.nn.Parameter(model.shared.weight.detach().clone())
@@ -551,6 +568,8 @@ def run(bc: BenchConfig, peers: Sequence[str] = (), name: str = "") -> dict[str,
         peer_objs["torch"] = TorchPeer(bc)
       except ImportError as e:
         out["torch"] = {"available": False, "reason": f"not importable: {e}"}
+      except PeerUnavailable as e:
+        out["torch"] = {"available": False, "reason": str(e)}
   times: dict[str, dict[str, list[float]]] = {k: {"train": [], "greedy": [], "beam": []}
                                               for k in ["dsbs", *peer_objs]}
   runners = {"dsbs": (dsbs_train, dsbs_dec), **{k: (v, v) for k, v in peer_objs.items()}}

@@ -108,3 +108,25 @@ def test_gated_gelu_backward_equals_autodiff():
   np.testing.assert_allclose(t5.gated_gelu_mlp(x, w0, w1, wo), ref(x, w0, w1, wo), atol=1e-6)
   for got, want in zip(grads(t5.gated_gelu_mlp), grads(ref)):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_torch_peer_runs_on_the_hardware_jax_uses(monkeypatch):
+  class FakeTorch:
+    __version__ = "0"
+
+    class cuda:  # pylint: disable=invalid-name
+      available = False
+
+      @classmethod
+      def is_available(cls):
+        return cls.available
+
+  assert bench.torch_device(FakeTorch) == "cpu"  # this suite runs JAX on CPU
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  with pytest.raises(bench.PeerUnavailable, match="cannot run on this gpu"):
+    bench.torch_device(FakeTorch)  # a CPU-only torch is no side-by-side peer for a GPU
+  FakeTorch.cuda.available = True
+  assert bench.torch_device(FakeTorch) == "cuda"
+  monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+  with pytest.raises(bench.PeerUnavailable):
+    bench.torch_device(FakeTorch)
