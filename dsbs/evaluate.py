@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dsbs import compilation_cache
 from dsbs.data import io
 
 EOS_ID = 1
@@ -298,7 +299,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--model", default=None,
                       help="for T5X checkpoints (they carry no config): a dsbs.model config name "
                       "or a model_config.json")
+  parser.add_argument("--compilation_cache_dir", default=None,
+                      help="JAX's persistent compilation cache ('none': off; default: see "
+                      "dsbs/compilation_cache.py)")
   args = parser.parse_args(argv)
+  compilation_cache.enable(args.compilation_cache_dir)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   return run(args.checkpoint, args.task, args.split, decode=args.decode, num_beams=args.num_beams,
              output_dir=args.output_dir, with_rationale=args.with_rationale,

@@ -38,7 +38,8 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from dsbs import checkpointing, experiment, hostmem, input_pipeline, optim, summaries
+from dsbs import (checkpointing, compilation_cache, experiment, hostmem, input_pipeline, optim,
+                  summaries)
 from dsbs import model as model_lib
 from dsbs.model import partitioning
 
@@ -167,6 +168,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args, bindings = parse_flags(argv)
+  compilation_cache.enable(args.compilation_cache_dir)
   if args.multihost or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
     jax.distributed.initialize()  # one process per host; Cloud TPU / SLURM env gives the rest
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -200,6 +202,9 @@ def parse_flags(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[st
   parser.add_argument("--eval_split", default="test")
   parser.add_argument("--multihost", action="store_true",
                       help="call jax.distributed.initialize() (automatic on multi-host TPU VMs)")
+  parser.add_argument("--compilation_cache_dir", default=None,
+                      help="JAX's persistent compilation cache ('none': off; default: see "
+                      "dsbs/compilation_cache.py)")
   args, rest = parser.parse_known_args(argv)
   bindings = list(args.gin_bindings)
   for r in rest:

@@ -6,6 +6,10 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
+# The programs the tests run in-process turn on JAX's persistent compilation cache; the suite
+# keeps JAX's global state to itself (tests/test_compilation_cache.py runs its own processes).
+os.environ["DSBS_COMPILATION_CACHE_DIR"] = "none"
+
 
 def released_data_dir() -> str | None:
   """The released benchmark data: $DSBS_TEST_DATA_DIR, else ../shared/data/dsbs beside the repo."""
