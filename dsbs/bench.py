@@ -401,6 +401,10 @@ def input_pipeline_rate(bc: BenchConfig) -> dict[str, Any]:
   """Examples/s of the real SeqIO training pipeline (task -> converter -> batches)."""
   if not bc.input_task:
     return {"input_examples_per_s": None, "input_note": "not measured for this config"}
+  try:  # the rest of the benchmark runs without the input pipeline's SeqIO and TensorFlow
+    import seqio  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError as e:
+    return {"input_examples_per_s": None, "input_note": f"not measured: {e}"}
   from dsbs import input_pipeline  # pylint: disable=g-import-not-at-top
   import dsbs.tasks  # pylint: disable=g-import-not-at-top,unused-import  (registers tasks)
   conv = input_pipeline.kind_tagging_converter(False, 0.5, "tokens")

@@ -38,8 +38,8 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from dsbs import (checkpointing, compilation_cache, experiment, hostmem, input_pipeline, optim,
-                  summaries)
+from dsbs import (checkpointing, compilation_cache, experiment, hostmem, input_pipeline, losses,
+                  optim, summaries)
 from dsbs import model as model_lib
 from dsbs.model import partitioning
 
@@ -103,14 +103,13 @@ def token_losses(logits: jax.Array, targets: jax.Array, z_loss: float,
 def batch_loss(logits: jax.Array, batch: dict[str, jax.Array], cfg: TrainConfig,
                loss_mode: str) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The converter-weighted loss and per-task token-mean cross-entropies for logging."""
-  from dsbs.seqio_ext import feature_converters as fc  # pylint: disable=g-import-not-at-top
   tok, ce = token_losses(logits, batch["decoder_target_tokens"], cfg.z_loss, cfg.label_smoothing)
   weights = batch["decoder_loss_weights"]
-  loss = jnp.sum(tok * weights) / jnp.maximum(fc.loss_normalizer(batch, loss_mode), 1e-9)
+  loss = jnp.sum(tok * weights) / jnp.maximum(losses.loss_normalizer(batch, loss_mode), 1e-9)
   aux = {}
   real = (batch["decoder_target_tokens"] > 0).astype(jnp.float32)
-  for name, kind in (("loss_label", fc.LABEL), ("loss_rationale", fc.RATIONALE),
-                     ("loss_single", fc.SINGLE)):
+  for name, kind in (("loss_label", losses.LABEL), ("loss_rationale", losses.RATIONALE),
+                     ("loss_single", losses.SINGLE)):
     m = real * (batch["decoder_task_kind"] == kind + 1) if "decoder_task_kind" in batch else real
     aux[name] = jnp.sum(ce * m) / jnp.maximum(jnp.sum(m), 1.0)
     aux[name + "_tokens"] = jnp.sum(m)
@@ -288,7 +287,8 @@ def train(exp: experiment.Experiment, model_dir: str, cfg: TrainConfig) -> dict[
   def eval_step(params, batch):
     loss, aux = batch_loss(apply_model(model, rules, params, batch, None), batch, cfg,
                            exp.loss_mode)
-    return loss * fc_normalizer(batch, exp.loss_mode), fc_normalizer(batch, exp.loss_mode), aux
+    normalizer = losses.loss_normalizer(batch, exp.loss_mode)
+    return loss * normalizer, normalizer, aux
 
   # ---- Checkpoint: resume or initialise -------------------------------------------------
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(model_dir),
@@ -415,11 +415,6 @@ def train(exp: experiment.Experiment, model_dir: str, cfg: TrainConfig) -> dict[
   if is_main:
     summaries.write_json(model_dir, "train_result.json", result)
   return result
-
-
-def fc_normalizer(batch, loss_mode):
-  from dsbs.seqio_ext import feature_converters as fc  # pylint: disable=g-import-not-at-top
-  return fc.loss_normalizer(batch, loss_mode)
 
 
 def _subtasks(provider) -> list[Any]:

@@ -52,15 +52,14 @@ import gin
 import seqio
 import tensorflow as tf
 
-LOSS_MODES = ("paper", "tokens")
-LABEL, RATIONALE, SINGLE = 0, 1, 2  # values of the `task_kind` feature
+from dsbs.losses import (LABEL, LOSS_MODES, RATIONALE, SINGLE, kind_coefficients, loss_normalizer,
+                         num_examples)
+
+__all__ = ["DsbsEncDecFeatureConverter", "LABEL", "LOSS_MODES", "RATIONALE", "SINGLE",
+           "TASK_KIND_FEATURE", "kind_coefficients", "loss_normalizer", "num_examples"]
+
 _KIND_TOKENS = "dsbs_task_kind"  # per-token (kind + 1); 0 marks padding
 TASK_KIND_FEATURE = "decoder_task_kind"  # the model feature emitted with emit_task_kind=True
-
-
-def kind_coefficients(alpha: float) -> tuple[float, float, float]:
-  """Per-example loss multipliers (c_0, c_1, c_2) for label, rationale and single-task kinds."""
-  return (2.0 * alpha, 2.0 * (1.0 - alpha), 1.0)
 
 
 @gin.configurable
@@ -154,31 +153,3 @@ class DsbsEncDecFeatureConverter(seqio.EncDecFeatureConverter):
     if self._emit_task_kind:
       lengths[TASK_KIND_FEATURE] = task_feature_lengths["targets"]
     return lengths
-
-
-def num_examples(batch: Mapping[str, Any]) -> Any:
-  """Number of examples (packed segments) with at least one target token in a batch.
-
-  Works on numpy or jax arrays. Packed segment ids are 1..k within a row, so a row holds
-  max(segment id) examples.
-  """
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  if "decoder_segment_ids" in batch:
-    seg = jnp.asarray(batch["decoder_segment_ids"])
-    return jnp.sum(jnp.max(seg, axis=-1)).astype(jnp.float32)
-  # Rows with a real target token, whatever their weight: at alpha = 0 or 1 one task's rows
-  # weigh 0 but still count, so the loss stays a * L_label + (1 - a) * L_rationale.
-  targets = jnp.asarray(batch["decoder_target_tokens"])
-  return jnp.sum(jnp.any(targets > 0, axis=-1)).astype(jnp.float32)
-
-
-def loss_normalizer(batch: Mapping[str, Any], loss_mode: str = "paper") -> Any:
-  """The factor to divide sum(token_loss * decoder_loss_weights) by, for `loss_mode`."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  if loss_mode == "paper":
-    return num_examples(batch)
-  if loss_mode == "tokens":
-    return jnp.sum(jnp.asarray(batch["decoder_loss_weights"])).astype(jnp.float32)
-  raise ValueError(f"loss_mode must be one of {LOSS_MODES}, got {loss_mode!r}")
