@@ -9,6 +9,7 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
 from dsbs import decoding, testing
 from dsbs.model import Transformer, param_tree, t5
@@ -181,6 +182,10 @@ def test_compute_params_keep_results_bit_for_bit(tied, monkeypatch):
   flat = param_tree.flatten(cast)
   assert flat.pop("/".join(head)).dtype == jnp.float32
   assert {str(v.dtype) for v in flat.values()} == {"bfloat16"}
+  boxed = jax.eval_shape(lambda: t5.compute_params(  # logically partitioned, as initialised
+      t5.init_params(config, jax.random.PRNGKey(0)), config))
+  assert {k: v.dtype for k, v in param_tree.flatten(nn.unbox(boxed)).items()} == {
+      k: v.dtype for k, v in param_tree.flatten(cast).items()}
   batch = testing.random_batch(config, batch=3, input_len=9, target_len=6, seed=4)
   forward = testing.forward_fn(config)
   np.testing.assert_array_equal(np.asarray(forward(cast, batch)), np.asarray(forward(params, batch)))
