@@ -19,6 +19,7 @@ _CORE = [
     "msgpack",
     "aiohttp",
     "tqdm",
+    "filelock",  # JAX's persistent compilation cache needs it to bound its size
 ]
 # HuggingFace interop (import/export, parity tests). torch is pinned to the CPU wheel that the
 # project's machines carry; on GPU hosts install your own torch first, pip keeps it.

@@ -10,7 +10,9 @@ loads the executable instead. JAX caches only programs that took at least
 Where, first match wins: the programs' `--compilation_cache_dir` flag; `$DSBS_COMPILATION_CACHE_DIR`;
 JAX's own `$JAX_COMPILATION_CACHE_DIR` (then JAX is left to set itself up); else
 `$XDG_CACHE_HOME/dsbs/jax` (`~/.cache/dsbs/jax`). `none` (flag or variable) turns it off.
-`enable` is for programs: library code never changes JAX's global configuration on import.
+The cache keeps at most `MAX_BYTES`, dropping the least recently used programs (unless
+`jax_compilation_cache_max_size` was set). `enable` is for programs: library code never changes
+JAX's global configuration on import.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import os
 
 OFF = "none"
 ENV = "DSBS_COMPILATION_CACHE_DIR"
+MAX_BYTES = 4 * 2**30
 
 
 def resolve(flag: str | None = None) -> str | None:
@@ -39,4 +42,15 @@ def enable(flag: str | None = None) -> str | None:
   path = resolve(flag)
   if path is not None:
     jax.config.update("jax_compilation_cache_dir", path)
+    if jax.config.values["jax_compilation_cache_max_size"] == -1 and _has_filelock():
+      jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)  # JAX's default: unbounded
   return path
+
+
+def _has_filelock() -> bool:
+  """JAX bounds the cache's size only with the `filelock` package (a dsbs dependency)."""
+  try:
+    import filelock  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    return False
+  return True

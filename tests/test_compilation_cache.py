@@ -24,7 +24,8 @@ def f(x):
   return x
 t0 = time.perf_counter()
 jax.jit(f).lower(jnp.ones((64, 64))).compile()
-print(json.dumps({"path": path, "hits": len(hits), "compile_s": time.perf_counter() - t0}))
+print(json.dumps({"path": path, "hits": len(hits), "compile_s": time.perf_counter() - t0,
+                  "max_size": jax.config.values["jax_compilation_cache_max_size"]}))
 """
 
 
@@ -58,7 +59,7 @@ def test_a_second_process_loads_what_the_first_compiled(tmp_path):
   env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
   first = _probe(env)
   cache = tmp_path / "xdg" / "dsbs" / "jax"
-  assert first["path"] == str(cache)
+  assert first["path"] == str(cache) and first["max_size"] == compilation_cache.MAX_BYTES
   entries = sorted(os.listdir(cache))
   assert entries, "the first process wrote no cache entry"
   assert first["hits"] == 0
