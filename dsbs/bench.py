@@ -123,7 +123,8 @@ def train_flops(m: Any, batch: int, in_len: int, tgt_len: int) -> float:
 
 def decode_floor_s(m: Any, batch: int, in_len: int, new_tokens: int, beams: int,
                    peak_flops: float, bytes_per_s: float) -> float:
-  """Roofline floor, in seconds, of one decoding call: no engine can run it faster.
+  """Roofline floor, in seconds, of one decoding call: a lower bound on its time at `peak_flops`
+  and `bytes_per_s`.
 
   The encoder pass and the cross-attention key/value projection, then one step per new token,
   each taking max(matmul FLOPs / peak, bytes / memory bandwidth). A step reads every decoder
