@@ -650,7 +650,9 @@ def markdown(r: dict[str, Any]) -> str:
            "| beam new tokens/s |", "|---|---|---|---|---|---|---|"]
   def decode_cell(v, kind):
     frac = v.get(f"{kind}_floor_fraction")
-    return fmt(v.get(f"{kind}_tokens_per_s"), ".0f") + (f" ({100 * frac:.0f}%)" if frac else "")
+    if not frac:
+      return fmt(v.get(f"{kind}_tokens_per_s"), ".0f")
+    return f"{v[f'{kind}_tokens_per_s']:.0f} ({100 * frac:.{0 if frac >= 0.01 else 2}f}%)"
 
   rows = [("dsbs", r)] + [(k, r[k]) for k in ("torch", "t5x") if r.get(k, {}).get("available")]
   for name, v in rows:
