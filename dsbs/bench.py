@@ -663,8 +663,9 @@ def markdown(r: dict[str, Any]) -> str:
   if r.get("decode_floor_tokens_per_s"):
     lines += ["", f"Decoding floor (the roofline at that peak and "
               f"{r['memory_bytes_per_s'] / 1e9:.1f} GB/s, {r.get('memory_source')}): greedy "
-              f"{r['decode_floor_tokens_per_s']:.0f}, beam {r['beam_decode_floor_tokens_per_s']:.0f}"
-              " new tokens/s; the percentages in brackets are of that floor."]
+              f"{r['decode_floor_tokens_per_s']:.0f}, beam "
+              f"{r['beam_decode_floor_tokens_per_s']:.0f} new tokens/s; the percentages in "
+              "brackets are of that floor."]
   ratios = [f"{k.replace('_', ' ')}: {r[k]:.2f}x" for k in sorted(r) if "speedup_vs_" in k]
   if ratios:
     lines += ["", "dsbs speed-up (higher is better): " + "; ".join(ratios) + "."]

@@ -7,8 +7,8 @@ program an earlier one compiled (same computation, shapes, compiler options, JAX
 loads the executable instead. JAX caches only programs that took at least
 `jax_persistent_cache_min_compile_time_secs` (default 1 s) to compile.
 
-Where, first match wins: the programs' `--compilation_cache_dir` flag; `$DSBS_COMPILATION_CACHE_DIR`;
-JAX's own `$JAX_COMPILATION_CACHE_DIR` (then JAX is left to set itself up); else
+Where, first match wins: the programs' `--compilation_cache_dir` flag (`add_flag`);
+`$DSBS_COMPILATION_CACHE_DIR`; JAX's own `$JAX_COMPILATION_CACHE_DIR` (then JAX is left to set itself up); else
 `$XDG_CACHE_HOME/dsbs/jax` (`~/.cache/dsbs/jax`). `none` (flag or variable) turns it off.
 The cache keeps at most `MAX_BYTES`, dropping the least recently used programs (unless
 `jax_compilation_cache_max_size` was set). `enable` is for programs: library code never changes
@@ -17,10 +17,18 @@ JAX's global configuration on import.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 OFF = "none"
 ENV = "DSBS_COMPILATION_CACHE_DIR"
 MAX_BYTES = 4 * 2**30
+
+
+def add_flag(parser: Any) -> None:
+  """The programs' `--compilation_cache_dir` flag, on an argparse parser."""
+  parser.add_argument("--compilation_cache_dir", default=None,
+                      help="JAX's persistent compilation cache ('none': off; default: see "
+                      "dsbs/compilation_cache.py)")
 
 
 def resolve(flag: str | None = None) -> str | None:

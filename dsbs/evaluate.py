@@ -299,9 +299,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--model", default=None,
                       help="for T5X checkpoints (they carry no config): a dsbs.model config name "
                       "or a model_config.json")
-  parser.add_argument("--compilation_cache_dir", default=None,
-                      help="JAX's persistent compilation cache ('none': off; default: see "
-                      "dsbs/compilation_cache.py)")
+  compilation_cache.add_flag(parser)
   args = parser.parse_args(argv)
   compilation_cache.enable(args.compilation_cache_dir)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

@@ -201,9 +201,7 @@ def parse_flags(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[st
   parser.add_argument("--eval_split", default="test")
   parser.add_argument("--multihost", action="store_true",
                       help="call jax.distributed.initialize() (automatic on multi-host TPU VMs)")
-  parser.add_argument("--compilation_cache_dir", default=None,
-                      help="JAX's persistent compilation cache ('none': off; default: see "
-                      "dsbs/compilation_cache.py)")
+  compilation_cache.add_flag(parser)
   args, rest = parser.parse_known_args(argv)
   bindings = list(args.gin_bindings)
   for r in rest:

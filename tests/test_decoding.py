@@ -188,7 +188,8 @@ def test_compute_params_keep_results_bit_for_bit(tied, monkeypatch):
       k: v.dtype for k, v in param_tree.flatten(cast).items()}
   batch = testing.random_batch(config, batch=3, input_len=9, target_len=6, seed=4)
   forward = testing.forward_fn(config)
-  np.testing.assert_array_equal(np.asarray(forward(cast, batch)), np.asarray(forward(params, batch)))
+  np.testing.assert_array_equal(np.asarray(forward(cast, batch)),
+                                np.asarray(forward(params, batch)))
   f32 = testing.tiny_config(logits_via_embedding=tied)
   f32_params = testing.tiny_params(f32)
   assert all(a is b for a, b in zip(jax.tree.leaves(t5.compute_params(f32_params, f32)),
