@@ -255,8 +255,8 @@ def run(checkpoint: str, task: str | None = None, split: str = "test", *,
   import dsbs.tasks  # pylint: disable=g-import-not-at-top,unused-import  (registers tasks)
   model_cfg, params, info = load_checkpoint(checkpoint, model)
   exp = info.get("experiment", {})
-  if exp.get("mixture_or_task_module"):
-    __import__(exp["mixture_or_task_module"])
+  if exp.get("module"):  # registers the experiment's user datasets
+    __import__(exp["module"])
   task = task or exp.get("mixture_or_task_name")
   lengths = dict(feature_lengths or exp.get("task_feature_lengths") or {})
   if not task or set(lengths) != {"inputs", "targets"}:

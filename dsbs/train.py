@@ -3,10 +3,12 @@ r"""The built-in runner: distilling step-by-step on plain JAX, no T5X needed.
   python -m dsbs.train --gin_file=gin_configs/default.gin --model_dir=/tmp/dsbs_run \
       [--gin.TRAIN_STEPS=2000] [--then_evaluate]
 
-Reads the same experiment files as T5X (macros: see dsbs/experiment.py), trains the student
-on a device mesh (axes `data`, `model`), evaluates on the validation split, keeps Orbax
-checkpoints and writes the run dir (see dsbs/summaries.py). Runner knobs are `TrainConfig`
-fields, bound in gin (`TrainConfig.eval_period = 200`).
+Reads the same experiment files as T5X with gin (the experiment definition: dsbs/experiment.py
+and gin_configs/experiment.gin; `--gin.KEY=VALUE` overrides a macro or a binding, e.g.
+`--gin.METHOD="'finetune'"`), trains the student on a device mesh (axes `data`, `model`),
+evaluates on the validation split, keeps Orbax checkpoints and writes the run dir (see
+dsbs/summaries.py). Runner knobs that do not change what trains are `TrainConfig` fields, bound
+in gin (`TrainConfig.log_period = 50`).
 
 The loss is sum(token_loss * decoder_loss_weights) / normaliser, where the weights come from
 `DsbsEncDecFeatureConverter`: LOSS_MODE='paper' divides by the number of examples and gives
@@ -15,13 +17,19 @@ the number of target tokens and leaves the balance to the mixture rate.
 """
 from __future__ import annotations
 
-if __name__ == "__main__":  # before JAX and TensorFlow start their threads
+if __name__ == "__main__":
+  # `python -m dsbs.train` runs this file as `__main__`; run it under its own name instead, so
+  # that its gin configurables register once, as dsbs.train.*.
+  import sys
   from dsbs import hostmem
-  hostmem.tune_malloc()
+  hostmem.tune_malloc()  # before JAX and TensorFlow start their threads
+  from dsbs import train as _train
+  sys.exit(_train.cli())
 
 import argparse
 import dataclasses
 import functools
+import json
 import logging
 import os
 import signal
@@ -61,12 +69,9 @@ class TrainConfig:
   optimizer: optim.OptimizerConfig = dataclasses.field(default_factory=optim.OptimizerConfig)
   z_loss: float = 1e-4  # T5X's default
   label_smoothing: float = 0.0
-  pack: bool = False
   log_period: int = 10
-  eval_period: int = 200  # EVAL_PERIOD wins when the experiment sets it; 0: no evaluation
   eval_max_examples: int | None = None  # cap on decoded validation examples (None: all)
   eval_batch_size: int = 64
-  checkpoint_period: int = 200  # SAVING_PERIOD wins when the experiment sets it
   keep_checkpoints: int = 3
   best_metric: str = "accuracy"  # eval scalar ranking checkpoints; "" keeps only the latest
   async_checkpoints: bool = True
@@ -171,20 +176,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   if args.multihost or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
     jax.distributed.initialize()  # one process per host; Cloud TPU / SLURM env gives the rest
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-  import importlib  # pylint: disable=g-import-not-at-top
-  import dsbs.tasks  # pylint: disable=g-import-not-at-top,unused-import  (registers SeqIO tasks)
-  exp = experiment.load(args.gin_file, bindings)
-  if exp.mixture_or_task_module:
-    importlib.import_module(exp.mixture_or_task_module)
-  model_dir = args.model_dir or exp.model_dir
+  loaded = experiment.load(args.gin_file, bindings)
+  model_dir = args.model_dir or _macro("MODEL_DIR")
   if not model_dir:
     raise SystemExit("no run dir: pass --model_dir or set MODEL_DIR in the experiment")
-  result = train(exp, model_dir, TrainConfig())
+  result = train(loaded, model_dir, TrainConfig())
   if args.then_evaluate:
     from dsbs import evaluate  # pylint: disable=g-import-not-at-top
-    result["test"] = evaluate.run(checkpoint=model_dir, task=exp.mixture_or_task_name,
+    result["test"] = evaluate.run(checkpoint=model_dir,
+                                  task=loaded.experiment.mixture_or_task_name,
                                   split=args.eval_split, output_dir=os.path.join(model_dir, "eval"))
   return result
+
+
+def _macro(name: str) -> Any:
+  try:
+    return gin.query_parameter(f"%{name}")
+  except ValueError:
+    return None
 
 
 def parse_flags(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -194,8 +203,8 @@ def parse_flags(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[st
   parser.add_argument("--gin_bindings", action="append", default=[])
   parser.add_argument("--model_dir", default=None)
   parser.add_argument("--dataset", default=None,
-                      help="run the same experiment on another dataset: replaces the task name's "
-                      "leading dataset (arith_dsbs_byte -> svamp_dsbs_byte)")
+                      help="run the same experiment on another registered dataset (the same as "
+                      "--gin.DATASET=\"'NAME'\")")
   parser.add_argument("--then_evaluate", action="store_true",
                       help="evaluate the best checkpoint on --eval_split after training")
   parser.add_argument("--eval_split", default="test")
@@ -211,17 +220,26 @@ def parse_flags(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[st
   if not args.gin_file:
     args.gin_file = [os.path.join(experiment.REPO_GIN_DIR, "default.gin")]
   if args.dataset:
-    exp = experiment.load(args.gin_file, bindings, apply_runner_bindings=False)
-    suffix = exp.mixture_or_task_name.split("_", 1)[1]
-    bindings.append(f"MIXTURE_OR_TASK_NAME = '{args.dataset}_{suffix}'")
+    bindings.append(f"DATASET = {args.dataset!r}")
   return args, bindings
 
 
-def train(exp: experiment.Experiment, model_dir: str, cfg: TrainConfig) -> dict[str, Any]:
-  """Trains `exp` into `model_dir` (resuming from its latest checkpoint); returns final metrics."""
+def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig) -> dict[str, Any]:
+  """Trains the experiment into `model_dir` (resuming from its latest checkpoint).
+
+  Returns the final metrics.
+  """
   import seqio  # pylint: disable=g-import-not-at-top
   from dsbs import evaluate  # pylint: disable=g-import-not-at-top
+  exp = loaded.experiment
   is_main = jax.process_index() == 0
+  task_name = exp.mixture_or_task_name
+  env = experiment.environment()
+  if is_main:
+    logging.info("experiment %s -> %s", exp.to_json_dict(), task_name)
+    logging.info("environment %s", {k: v for k, v in env.items() if v is not None})
+    for line in loaded.skipped:
+      logging.info("not read by dsbs.train: %s", line)
 
   # ---- Mesh and sharding rules ----------------------------------------------------------
   devices = jax.devices()[:cfg.mesh_devices] if cfg.mesh_devices else None
@@ -231,19 +249,19 @@ def train(exp: experiment.Experiment, model_dir: str, cfg: TrainConfig) -> dict[
   replicated = NamedSharding(mesh, P())
 
   # ---- Input ----------------------------------------------------------------------------
-  provider = seqio.get_mixture_or_task(exp.mixture_or_task_name)
+  provider = seqio.get_mixture_or_task(task_name)
   vocab = next(iter(provider.output_features.values())).vocabulary
-  converter = input_pipeline.kind_tagging_converter(cfg.pack, exp.loss_alpha, exp.loss_mode)
-  in_cfg = input_pipeline.InputConfig(exp.mixture_or_task_name, exp.task_feature_lengths,
-                                      exp.batch_size, converter, seed=exp.random_seed)
+  converter = input_pipeline.kind_tagging_converter(exp.pack, exp.alpha, exp.loss_mode)
+  in_cfg = input_pipeline.InputConfig(task_name, exp.task_feature_lengths, exp.batch_size,
+                                      converter, seed=exp.seed)
 
   # ---- Model ----------------------------------------------------------------------------
   overrides = dict(cfg.model_overrides)
-  model_cfg = model_lib.get_config(exp.model_name, dropout_rate=exp.dropout_rate,
+  model_cfg = model_lib.get_config(exp.student, dropout_rate=exp.dropout_rate,
                                    dtype=compute_dtype(cfg.dtype), **overrides)
   if model_cfg.vocab_size < vocab.vocab_size:
     if exp.initial_checkpoint_path:
-      raise ValueError(f"model {exp.model_name} has vocab_size {model_cfg.vocab_size} < the "
+      raise ValueError(f"model {exp.student} has vocab_size {model_cfg.vocab_size} < the "
                        f"task's vocabulary ({vocab.vocab_size})")
     padded = -(-vocab.vocab_size // 128) * 128  # from scratch: grow to fit, MXU-friendly
     logging.info("vocab_size %d -> %d to fit the task's vocabulary", model_cfg.vocab_size, padded)
@@ -292,10 +310,10 @@ def train(exp: experiment.Experiment, model_dir: str, cfg: TrainConfig) -> dict[
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(model_dir),
                                     keep=cfg.keep_checkpoints, best_metric=cfg.best_metric or None,
                                     async_save=cfg.async_checkpoints)
-  data_key = {"seed": exp.random_seed, "batch_size": exp.batch_size, "pack": cfg.pack,
-              "task": exp.mixture_or_task_name, "lengths": dict(lengths),
+  data_key = {"seed": exp.seed, "batch_size": exp.batch_size, "pack": exp.pack,
+              "task": task_name, "lengths": dict(lengths),
               "processes": jax.process_count()}
-  rng = jax.random.key(exp.random_seed)
+  rng = jax.random.key(exp.seed)
   init_rng, dropout_rng = jax.random.split(rng)
   latest = ckpt.latest_step()
   if latest is not None:
@@ -322,18 +340,20 @@ def train(exp: experiment.Experiment, model_dir: str, cfg: TrainConfig) -> dict[
   step = int(jax.device_get(state.step))
   if is_main:
     io_dir = model_dir
-    summaries.write_json(io_dir, "experiment.json", exp.to_json_dict())
+    summaries.write_json(io_dir, "experiment.json", {
+        **exp.to_json_dict(), "mixture_or_task_name": task_name, "model_dir": model_dir,
+        "gin_files": list(loaded.files), "gin_bindings": list(loaded.bindings),
+        "not_read": list(loaded.skipped)})
     summaries.write_json(io_dir, "model_config.json", dataclasses.asdict(model_cfg))
-    summaries.write_json(io_dir, "provenance.json", _provenance(provider, exp, mesh))
+    summaries.write_json(io_dir, "provenance.json", _provenance(provider, loaded, mesh, env))
   log = summaries.RunLog(model_dir, start_step=step, total_steps=exp.train_steps, enabled=is_main,
                          tensorboard=cfg.tensorboard, progress=cfg.progress)
-  eval_period = cfg.eval_period if exp.eval_period is None else exp.eval_period
-  save_period = exp.saving_period or cfg.checkpoint_period
+  eval_period, save_period = exp.eval_period, exp.saving_period
 
   def run_eval(params) -> dict[str, float]:
     scalars = evaluate_losses(params)
     scores = evaluate.score_tasks(
-        model_cfg, params, exp.mixture_or_task_name, "validation", lengths,
+        model_cfg, params, task_name, "validation", lengths,
         batch_size=cfg.eval_batch_size, max_examples=cfg.eval_max_examples, mesh=mesh,
         rules=rules, param_shardings=param_shardings)
     scalars.update(scores)
@@ -362,8 +382,8 @@ def train(exp: experiment.Experiment, model_dir: str, cfg: TrainConfig) -> dict[
   tokens, input_wait = 0.0, 0.0
   last_good = step
   final_eval: dict[str, float] = {}
-  logging.info("training %s (%s) steps %d -> %d on mesh %s", exp.mixture_or_task_name,
-               exp.model_name, step, exp.train_steps, dict(mesh.shape))
+  logging.info("training %s (%s) steps %d -> %d on mesh %s", task_name, exp.student, step,
+               exp.train_steps, dict(mesh.shape))
   try:
     while step < exp.train_steps:
       t0 = time.perf_counter()
@@ -438,7 +458,8 @@ def _load_initial(path: str, model_cfg: Any, shardings: Any, abstract: Any) -> A
   return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x, np.float32), s), params, shardings)
 
 
-def _provenance(provider, exp: experiment.Experiment, mesh) -> dict[str, Any]:
+def _provenance(provider, loaded: experiment.Loaded, mesh, env: dict[str, Any]
+                ) -> dict[str, Any]:
   tasks = {}
   for t in _subtasks(provider):
     sizes = {}
@@ -449,18 +470,24 @@ def _provenance(provider, exp: experiment.Experiment, mesh) -> dict[str, Any]:
         sizes[split] = None
     tasks[t.name] = {"num_input_examples": sizes,
                      "source": type(t.source).__name__}
-  return {"mixture_or_task": exp.mixture_or_task_name, "tasks": tasks,
-          "data_dir": os.environ.get("DSBS_DATA_DIR"), "gin_files": list(exp.files),
+  return {"mixture_or_task": loaded.experiment.mixture_or_task_name, "tasks": tasks,
+          "environment": env, "gin_files": list(loaded.files),
+          "gin_bindings": list(loaded.bindings),
           "mesh": dict(mesh.shape), "devices": jax.device_count(),
           "processes": jax.process_count(), "versions": summaries.versions(),
           "host_malloc": hostmem.state(),
           "argv": sys.argv, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-if __name__ == "__main__":
+def cli(argv: Sequence[str] | None = None) -> int:
+  """`python -m dsbs.train`: exit code 0, 2 for a bad experiment, 3 for a NaN/Inf loss."""
   try:
-    out = main()
+    out = main(argv)
+  except experiment.ExperimentError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   except NonFiniteLossError as e:
     print(f"error: {e}", file=sys.stderr)
-    sys.exit(3)
-  print(__import__("json").dumps(out, indent=2, default=str))
+    return 3
+  print(json.dumps(out, indent=2, default=str))
+  return 0

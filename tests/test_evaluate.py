@@ -15,7 +15,7 @@ support.share_compilation_cache()
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("ev")
-  gin_file = support.tiny_gin(str(tmp / "e.gin"), steps=2, extra="TrainConfig.eval_period = 0")
+  gin_file = support.tiny_gin(str(tmp / "e.gin"), steps=2, extra="EVAL_PERIOD = 0")
   train.main([f"--gin_file={gin_file}", f"--model_dir={tmp / 'run'}"])
   gin.clear_config()
   return tmp / "run"
@@ -34,8 +34,8 @@ def test_greedy_from_run_dir_writes_metrics_and_predictions(run_dir, tmp_path):
                        "--max_examples=10", "--batch_size=4"])
   metrics, rows = _read(tmp_path)
   assert metrics == json.loads(json.dumps(out))
-  assert metrics["task"] == "tiny_add_dsbs" and metrics["split"] == "test" and metrics["step"] == 2
-  assert metrics["metrics"]["tiny_add_label/num_examples"] == 10
+  assert metrics["task"] == "tiny_add_dsbs_byte" and metrics["split"] == "test" and metrics["step"] == 2
+  assert metrics["metrics"]["tiny_add_label_gt_byte/num_examples"] == 10
   assert 0.0 <= metrics["metrics"]["accuracy"] <= 100.0
   assert len(rows) == 10  # only the scored (predict:) task is decoded
   for row in rows:
@@ -46,7 +46,7 @@ def test_greedy_from_run_dir_writes_metrics_and_predictions(run_dir, tmp_path):
 
 def test_beam_with_rationale_from_step_dir(run_dir, tmp_path):
   step_dir = run_dir / "checkpoints" / "2"
-  evaluate.main([f"--checkpoint={step_dir}", "--task=tiny_add_dsbs", "--split=validation",
+  evaluate.main([f"--checkpoint={step_dir}", "--task=tiny_add_dsbs_byte", "--split=validation",
                  "--decode=beam", "--num_beams=2", "--with_rationale", "--max_examples=4",
                  f"--output_dir={tmp_path}"])
   metrics, rows = _read(tmp_path)
@@ -56,7 +56,7 @@ def test_beam_with_rationale_from_step_dir(run_dir, tmp_path):
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
   with pytest.raises((FileNotFoundError, ValueError)):
-    evaluate.main([f"--checkpoint={tmp_path}", "--task=tiny_add_dsbs"])
+    evaluate.main([f"--checkpoint={tmp_path}", "--task=tiny_add_dsbs_byte"])
 
 
 def test_hf_and_t5x_exports_evaluate_like_the_run_dir(run_dir, tmp_path):
@@ -65,7 +65,7 @@ def test_hf_and_t5x_exports_evaluate_like_the_run_dir(run_dir, tmp_path):
   cfg, params, _ = evaluate.load_checkpoint(str(run_dir))
   hf_dir = checkpoints.export(params, cfg, str(tmp_path / "hf"), fmt="hf")
   t5x_dir = checkpoints.export(params, cfg, str(tmp_path / "t5x"), fmt="t5x", step=2)
-  common = ["--task=tiny_add_dsbs", "--split=test", "--max_examples=6",
+  common = ["--task=tiny_add_dsbs_byte", "--split=test", "--max_examples=6",
             '--feature_lengths={"inputs": 24, "targets": 16}']
   evaluate.main([f"--checkpoint={run_dir}", f"--output_dir={tmp_path / 'a'}", *common])
   evaluate.main([f"--checkpoint={hf_dir}", f"--output_dir={tmp_path / 'b'}", *common])

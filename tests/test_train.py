@@ -36,7 +36,7 @@ def _params(run_dir, step):
   return checkpointing.restore_params(os.path.join(run_dir, "checkpoints", str(step), "params"))
 
 
-_EXTRA = ("TrainConfig.checkpoint_period = 2\nTrainConfig.eval_period = 100\n"
+_EXTRA = ("SAVING_PERIOD = 2\nEVAL_PERIOD = 100\n"
           "TrainConfig.eval_max_examples = 8\nDROPOUT_RATE = 0.1")
 
 
@@ -62,16 +62,16 @@ def test_pulse_writes_run_dir(full_run):
   assert rows[-1]["loss"] < rows[0]["loss"]
   ev = _rows(run_dir, "eval")[-1]
   assert ev["step"] == 6
-  assert {"loss/tiny_add_label", "loss/tiny_add_rationale", "tiny_add_label/accuracy",
+  assert {"loss/tiny_add_label_gt_byte", "loss/tiny_add_rationale_byte", "tiny_add_label_gt_byte/accuracy",
           "accuracy"} <= set(ev)
-  assert out["eval"]["tiny_add_label/num_examples"] == 8
+  assert out["eval"]["tiny_add_label_gt_byte/num_examples"] == 8
   assert checkpointing.Checkpointer(str(run_dir / "checkpoints")).all_steps() == [2, 4, 6]
   prov = json.loads((run_dir / "provenance.json").read_text())
-  assert set(prov["tasks"]) == {"tiny_add_label", "tiny_add_rationale"}
-  assert prov["tasks"]["tiny_add_label"]["num_input_examples"]["train"] == 256
+  assert set(prov["tasks"]) == {"tiny_add_label_gt_byte", "tiny_add_rationale_byte"}
+  assert prov["tasks"]["tiny_add_label_gt_byte"]["num_input_examples"]["train"] == 256
   assert "TrainConfig.log_period = 1" in (run_dir / "operative_config.gin").read_text()
   exp = json.loads((run_dir / "experiment.json").read_text())
-  assert exp["model_name"] == "tiny" and exp["train_steps"] == 6
+  assert exp["student"] == "tiny" and exp["train_steps"] == 6
   cfg = json.loads((run_dir / "model_config.json").read_text())
   assert cfg["vocab_size"] == 384 and cfg["dtype"] == "float32"  # byte vocab (259) padded
 
@@ -119,7 +119,7 @@ def test_sigkill_resume_equals_uninterrupted(full_run, tmp_path):
 
 
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
-  extra = "TrainConfig.checkpoint_period = 2\nTrainConfig.eval_period = 100\n" \
+  extra = "SAVING_PERIOD = 2\nEVAL_PERIOD = 100\n" \
           "TrainConfig.log_period = 100\nTrainConfig.inject_nan_at_step = 4\n" \
           "TrainConfig.eval_max_examples = 4"
   with pytest.raises(train.NonFiniteLossError, match=r"NaN/Inf between step 2 and step 4.*step 2"):
@@ -153,7 +153,7 @@ print("LOSSES=" + json.dumps(losses))
 
 def test_sharded_meshes_match_one_device(tmp_path):
   gin_file = support.tiny_gin(str(tmp_path / "s.gin"), steps=3,
-                              extra="TrainConfig.eval_period = 0\nTrainConfig.checkpoint_period"
+                              extra="EVAL_PERIOD = 0\nSAVING_PERIOD"
                               " = 100\nTrainConfig.eval_max_examples = 8\nTrainConfig.async_"
                               "checkpoints = False")
   r = subprocess.run([support.PYTHON, "-c", _SHARDING_SCRIPT, str(tmp_path), gin_file],

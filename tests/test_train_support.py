@@ -1,77 +1,70 @@
-"""A self-contained two-task SeqIO mixture for runner tests (no released data, no dsbs.tasks).
+"""A self-contained user dataset for runner tests (no released data).
 
-`tiny_add_dsbs`: `predict: a + b` -> `c` (task_kind 0) and `explain: a + b` -> `a + b = c`
-(task_kind 1), byte vocabulary; `tiny_add_label` alone is a single label task. Imported by the
-runner through the experiment macro `MIXTURE_OR_TASK_MODULE = 'test_train_support'`.
+`tiny_add`: `a + b` with label `c` and rationale `a + b = c` (numeric), registered through
+`dsbs.tasks.register_dataset` from JSONL files this module writes, so the runner trains it like
+any user dataset: METHOD 'dsbs' gives the mixture `tiny_add_dsbs_byte` of `predict: a + b` -> `c`
+and `explain: a + b` -> `a + b = c`. Imported by the runner through the experiment macro
+`MIXTURE_OR_TASK_MODULE = 'test_train_support'`.
 """
+import json
 import os
 import sys
 import tempfile
 
 import numpy as np
-import seqio
-import tensorflow as tf
+
+import dsbs.tasks
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS_DIR)
 SIZES = {"train": 256, "validation": 24, "test": 24}
+DATA_DIR = os.path.join(tempfile.gettempdir(), f"dsbs-test-tiny-add-{os.getuid()}")
 
 
-def _examples(split: str, kind: int) -> dict[str, list]:
+def _rows(split: str) -> list[dict]:
   rng = np.random.default_rng({"train": 0, "validation": 1, "test": 2}[split])
   a = rng.integers(0, 50, SIZES[split])
   b = rng.integers(0, 50, SIZES[split])
-  prefix = "predict" if kind == 0 else "explain"
-  targets = [str(x + y) if kind == 0 else f"{x} + {y} = {x + y}" for x, y in zip(a, b)]
-  return {"inputs": [f"{prefix}: {x} + {y}" for x, y in zip(a, b)], "targets": targets,
-          "task_kind": [kind] * len(targets)}
-
-
-def _source(kind: int) -> seqio.FunctionDataSource:
-  def fn(split, shuffle_files, seed=None):
-    del shuffle_files, seed
-    return tf.data.Dataset.from_tensor_slices(_examples(split, kind))
-  return seqio.FunctionDataSource(fn, splits=list(SIZES), num_input_examples=SIZES)
-
-
-def accuracy(targets, predictions):
-  return {"accuracy": 100.0 * float(np.mean([t == p for t, p in zip(targets, predictions)]))}
-
-
-def _strip(text, example=None, is_target=False):
-  del example, is_target
-  return text.strip()
-
-
-_FEATURES = {k: seqio.Feature(seqio.ByteVocabulary(), add_eos=True) for k in ("inputs", "targets")}
+  return [{"id": f"{split}-{i}", "input": f"{x} + {y}", "label": str(x + y),
+           "rationale": f"{x} + {y} = {x + y}", "teacher_label": str(x + y)}
+          for i, (x, y) in enumerate(zip(a, b))]
 
 
 def register() -> None:
-  for name, kind, metrics in (("tiny_add_label", 0, [accuracy]), ("tiny_add_rationale", 1, [])):
-    if name in seqio.TaskRegistry.names():
-      continue
-    seqio.TaskRegistry.add(
-        name, source=_source(kind), output_features=_FEATURES,
-        preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
-        postprocess_fn=_strip, metric_fns=metrics)
-  if "tiny_add_dsbs" not in seqio.MixtureRegistry.names():
-    seqio.MixtureRegistry.add("tiny_add_dsbs", [("tiny_add_label", 1.0), ("tiny_add_rationale", 1.0)])
+  if "tiny_add" in dsbs.tasks.datasets():
+    return
+  os.makedirs(DATA_DIR, exist_ok=True)
+  paths = {}
+  for split in SIZES:
+    paths[split] = os.path.join(DATA_DIR, f"{split}.jsonl")
+    tmp = f"{paths[split]}.{os.getpid()}"
+    with open(tmp, "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in _rows(split))
+    os.replace(tmp, paths[split])
+  dsbs.tasks.register_dataset("tiny_add", kind="numeric", **paths)
 
 
 register()
 
+MIXTURE = "tiny_add_dsbs_byte"
+LABEL_TASK = "tiny_add_label_gt_byte"
+RATIONALE_TASK = "tiny_add_rationale_byte"
 
-def tiny_gin(path: str, steps: int = 3, task: str = "tiny_add_dsbs", extra: str = "") -> str:
+
+def tiny_gin(path: str, steps: int = 3, method: str = "dsbs", extra: str = "") -> str:
   """Writes an experiment file for the tiny model and returns its path."""
   text = f"""
 include 't5x/examples/t5/t5_1_1/small.gin'
-MIXTURE_OR_TASK_NAME = '{task}'
+DATASET = 'tiny_add'
+METHOD = '{method}'
+VOCAB = 'byte'
+PACK = False
 MIXTURE_OR_TASK_MODULE = 'test_train_support'
 TASK_FEATURE_LENGTHS = {{'inputs': 24, 'targets': 16}}
 TRAIN_STEPS = {steps}
 BATCH_SIZE = 8
 DROPOUT_RATE = 0.0
-DSBS_MODEL = 'tiny'
+STUDENT = 'tiny'
 LEARNING_RATE = 0.01
 TrainConfig.progress = False
 TrainConfig.tensorboard = False
