@@ -10,14 +10,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
 import pytest
 
-from test_gin_configs import (COMMAND_FILES, GIN_DIR, REPO, T5X_INCLUDES, TRAIN_FILES,
-                              command_gin_files_and_bindings, parse_file, run_command)
+from test_gin_configs import (COMMAND_FILES, GIN_DIR, REPO, TRAIN_FILES,
+                              command_gin_files_and_bindings, run_command)
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("t5x") is None,
@@ -32,6 +31,12 @@ import gin
 from t5x import gin_utils
 t5x_root = os.path.dirname(os.path.dirname(importlib.import_module("t5x").__file__))
 out = {}
+
+
+def value(v):  # a %MACRO or @fn() reference: what gin passes when it calls the configurable
+  return v.scoped_configurable_fn() if hasattr(v, "scoped_configurable_fn") else v
+
+
 for name, files, bindings in cases:
   gin.clear_config()
   try:
@@ -47,10 +52,15 @@ for name, files, bindings in cases:
         "partitions": gin.query_parameter("%NUM_PARTITIONS"),
         "partitions_binding": q("partitioning.PjitPartitioner.num_partitions"),
         "vocab": q("models.EncoderDecoderModel.input_vocabulary"),
-        "spec": gin.query_parameter("vocab.get_vocabulary.spec"),
+        "spec": value(gin.query_parameter("vocab.get_vocabulary.spec")),
         "lnf": gin.query_parameter("%LOSS_NORMALIZING_FACTOR"),
         "dropout": gin.query_parameter("%DROPOUT_RATE"),
     }
+    lnf = gin.query_parameter("%LOSS_NORMALIZING_FACTOR")
+    if hasattr(lnf, "scoped_configurable_fn"):  # finetune.gin: from the experiment
+      out[name]["lnf"] = lnf.scoped_configurable_fn()
+    if mode == "train":  # T5X's train dataset packing, from the experiment
+      out[name]["pack"] = value(gin.query_parameter("train/utils.DatasetConfig.pack"))
   except Exception as e:  # reported per file by the test
     out[name] = {"error": f"{type(e).__name__}: {e}"}
 print("RESULT " + json.dumps(out, default=str))
@@ -66,41 +76,20 @@ def _bind(mode: str, cases: list[tuple[str, list[str], list[str]]]) -> dict:
 
 
 def _command_case(name: str) -> tuple[str, list[str], list[str]]:
-  argv = run_command(parse_file(GIN_DIR / name))
-  files, bindings = command_gin_files_and_bindings(argv)
-  return name, files, [f"{k} = {v}" for k, v in bindings.items()]
-
-
-def test_t5x_include_table_matches_t5x():
-  """T5X_INCLUDES (used by the no-T5X checks) says what the real T5X files define."""
-  import t5x  # pylint: disable=g-import-not-at-top
-
-  root = pathlib.Path(t5x.__file__).resolve().parent.parent
-  for name, facts in T5X_INCLUDES.items():
-    gf = parse_file(root / name)
-    defined = {n for _, n, _ in gf.macros}
-    required = {n for _, n, v in gf.macros if getattr(v, "name", None) == "gin.REQUIRED"}
-    # finetune.gin re-defines MIXTURE_OR_TASK_MODULE = None after REQUIRED: last one wins.
-    last = {}
-    for _, n, v in gf.macros:
-      last[n] = v
-    required = {n for n in required if getattr(last[n], "name", None) == "gin.REQUIRED"}
-    assert defined == facts["defines"], (name, defined ^ facts["defines"])
-    assert required == facts["required"], (name, required ^ facts["required"])
-    assert [n for _, n in gf.includes] == facts["includes"], name
+  files, bindings = command_gin_files_and_bindings(run_command(name))
+  return name, files, bindings
 
 
 def test_train_configs_bind_under_t5x():
   cases = [_command_case(n) for n in TRAIN_FILES + ["tiny_offline.gin"]]
-  # One override picks another method / fraction / rate, and alpha: they bind too.
+  # The experiment macros pick another method / fraction, and alpha: they bind too.
   cases.append(("anli_770m.gin+override", ["gin_configs/anli_770m.gin"],
-                ["MODEL_DIR = '/tmp/x'", "MIXTURE_OR_TASK_NAME = 'anli1_distill_pct25'",
+                ["MODEL_DIR = '/tmp/x'", "METHOD = 'distill'", "FRACTION = 25",
                  "LOSS_ALPHA = 0.3"]))
-  # Off-grid fraction / rate through the registry's gin function (README, gin_configs/README).
-  cases.append(("anli_220m.gin+mixture()", ["gin_configs/anli_220m.gin"],
-                ["MODEL_DIR = '/tmp/x'", "MIXTURE_OR_TASK_NAME = @dsbs.tasks.mixture()",
-                 "dsbs.tasks.mixture.dataset = 'anli1'", "dsbs.tasks.mixture.fraction = 12.5",
-                 "dsbs.tasks.mixture.label_rate = 0.35"]))
+  # Off-grid fraction / rate, unpacked: the task is registered on demand, the factor exact.
+  cases.append(("anli_220m.gin+offgrid", ["gin_configs/anli_220m.gin"],
+                ["MODEL_DIR = '/tmp/x'", "FRACTION = 12.5", "LABEL_RATE = 0.35",
+                 "PACK = False"]))
   got = _bind("train", cases)
   errors = {k: v["error"] for k, v in got.items() if "error" in v}
   assert not errors, errors
@@ -108,11 +97,13 @@ def test_train_configs_bind_under_t5x():
     r = got[name]
     assert r["converter"].endswith("DsbsEncDecFeatureConverter"), r
     assert r["spec"] == "t5" and r["lnf"] == "NUM_REAL_TARGET_TOKENS" and r["dropout"] == 0.1
-    assert r["partitions_binding"] == "%NUM_PARTITIONS", r
+    assert r["partitions_binding"] == "%NUM_PARTITIONS" and r["pack"] is True, r
   assert got["anli_770m.gin"]["partitions"] == 1 and got["anli_11b.gin"]["partitions"] == 8
   assert got["tiny_offline.gin"]["spec"] == "byte"
   assert got["anli_770m.gin+override"]["task"] == "anli1_distill_pct25"
-  assert got["anli_220m.gin+mixture()"]["task"] == "anli1_dsbs_pct12.5_rate0.35"
+  offgrid = got["anli_220m.gin+offgrid"]
+  assert offgrid["task"] == "anli1_dsbs_pct12.5_rate0.35"
+  assert offgrid["pack"] is False and offgrid["lnf"] == 64.0
 
 
 @pytest.mark.parametrize("mode", ["eval", "infer"])
@@ -133,6 +124,6 @@ def test_eval_and_infer_configs_bind_under_t5x_for_every_size(mode):
 
 def test_every_command_file_is_covered():
   t5x_commands = {p.name for p in GIN_DIR.glob("*.gin")
-                  if (run_command(parse_file(p)) or ["", "", ""])[2].startswith("t5x.")}
+                  if (run_command(p.name) or ["", "", ""])[2].startswith("t5x.")}
   assert set(COMMAND_FILES) == t5x_commands
   assert os.path.exists(REPO / "gin_configs" / "tiny_offline.gin")

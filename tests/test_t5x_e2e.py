@@ -44,7 +44,7 @@ def _run(args: list[str], log: pathlib.Path) -> None:
 
 def _eval(checkpoint: str, out: pathlib.Path, *extra: str) -> pathlib.Path:
   _run(["t5x.eval", "--gin_file=gin_configs/model_tiny.gin", "--gin_file=gin_configs/eval.gin",
-        "--gin.MIXTURE_OR_TASK_NAME='arith_dsbs_byte'", f"--gin.CHECKPOINT_PATH='{checkpoint}'",
+        "--gin.DATASET='arith'", f"--gin.CHECKPOINT_PATH='{checkpoint}'",
         f"--gin.EVAL_OUTPUT_DIR='{out}'", *extra], out.with_suffix(".log"))
   return out / "inference_eval"
 
