@@ -60,8 +60,8 @@ for name, files, bindings in cases:
                             ["from __gin__ import dynamic_registration",
                              "from t5x.examples.t5 import network"] + bindings,
                             skip_unknown=False, finalize_config=False)
-  with gin.config_scope("train"):
-    cfg = utils.DatasetConfig()  # pylint: disable=no-value-for-parameter
+  # What `t5x.train` is called with (dynamic registration binds references, not the classes).
+  cfg = gin.query_parameter("train_script.train.train_dataset_cfg").scoped_configurable_fn()
   t5x_model = gin.query_parameter("%MODEL").scoped_configurable_fn()
   ds = utils.get_dataset(cfg, 0, 1, t5x_model.FEATURE_CONVERTER_CLS, num_epochs=None)
   theirs = [dict(b) for _, b in zip(range(2), ds.as_numpy_iterator())]
