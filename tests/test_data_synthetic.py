@@ -86,7 +86,11 @@ def test_goes_through_the_parser():
 def test_main_job_lengths_cover_the_data():
   """default.gin's feature lengths fit every byte sequence of the default set (nothing cut)."""
   from dsbs import experiment  # pylint: disable=g-import-not-at-top
-  exp = experiment.load([experiment.REPO_GIN_DIR + "/default.gin"], apply_runner_bindings=False)
+  import gin  # pylint: disable=g-import-not-at-top
+  try:
+    exp = experiment.load([experiment.REPO_GIN_DIR + "/default.gin"]).experiment
+  finally:
+    gin.clear_config()
   assert exp.mixture_or_task_name == "arith_dsbs_byte"
   exs = [e for s in ("train", "validation", "test") for e in load_examples("arith", s)]
   longest_input = max(len(e.input.encode()) for e in exs) + len("explain: ") + 1  # + EOS

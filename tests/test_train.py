@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import test_train_support as support
-from dsbs import checkpointing, train
+from dsbs import checkpointing, experiment, train
 
 pytestmark = pytest.mark.timeout(300)
 support.share_compilation_cache()
@@ -44,7 +44,16 @@ _EXTRA = ("SAVING_PERIOD = 2\nEVAL_PERIOD = 100\n"
 def full_run(tmp_path_factory):
   """One uninterrupted 6-step run shared by the pulse and resume tests."""
   tmp = tmp_path_factory.mktemp("full")
-  out = _run(tmp, "full", 6, _EXTRA)
+  # An environment setting that changes what a run reads lands in its provenance.
+  old = os.environ.get("DSBS_TFDS_DIR")
+  os.environ["DSBS_TFDS_DIR"] = "/nonexistent/tfds"  # read only with DSBS_SOURCE=tfds
+  try:
+    out = _run(tmp, "full", 6, _EXTRA)
+  finally:
+    if old is None:
+      os.environ.pop("DSBS_TFDS_DIR")
+    else:
+      os.environ["DSBS_TFDS_DIR"] = old
   gin.clear_config()
   return tmp / "full", out
 
@@ -70,8 +79,12 @@ def test_pulse_writes_run_dir(full_run):
   assert set(prov["tasks"]) == {"tiny_add_label_gt_byte", "tiny_add_rationale_byte"}
   assert prov["tasks"]["tiny_add_label_gt_byte"]["num_input_examples"]["train"] == 256
   assert "TrainConfig.log_period = 1" in (run_dir / "operative_config.gin").read_text()
+  assert set(experiment.ENV_SETTINGS) <= set(prov["environment"])
+  assert prov["environment"]["DSBS_TFDS_DIR"] == "/nonexistent/tfds"  # set by the fixture
   exp = json.loads((run_dir / "experiment.json").read_text())
   assert exp["student"] == "tiny" and exp["train_steps"] == 6
+  assert exp["mixture_or_task_name"] == support.MIXTURE and exp["model_dir"] == str(run_dir)
+  assert exp["pack"] is False and exp["dataset"] == "tiny_add"
   cfg = json.loads((run_dir / "model_config.json").read_text())
   assert cfg["vocab_size"] == 384 and cfg["dtype"] == "float32"  # byte vocab (259) padded
 
