@@ -554,9 +554,9 @@ def create(job: TpuJob, gcloud: Gcloud | None = None) -> bool:
     g.note(f"{job.name}: READY/ACTIVE with this job's labels: reused; pending: waited for; "
            "FAILED/PREEMPTED/SUSPENDED: deleted first; missing:")
     g.call(_create_args(job))
-    if job.queued:
-      g.note(f"then, every {job.poll_s:g} s until ACTIVE (at most {job.create_timeout_s:g} s):")
-      describe(job, g)
+    g.note(f"then, every {job.poll_s:g} s until {'ACTIVE' if job.queued else 'READY'} (at most "
+           f"{job.create_timeout_s:g} s):")
+    describe(job, g)
     return True
 
   created = asked = False
@@ -571,13 +571,15 @@ def create(job: TpuJob, gcloud: Gcloud | None = None) -> bool:
             f"{job.resolved_runtime()}, {job.provisioning}")
       r = g.call(_create_args(job), check=False, timeout_s=None)
       asked = True
-      if r.rc == 0:
-        created = True
-      elif "ALREADY_EXISTS" in r.err or "already exists" in r.err:
-        g.say(job.name, f"{job.name} was created by someone else meanwhile")
-      else:  # the name was free and we asked for it: whatever exists now is ours
+      exists = bool(r.rc) and ("ALREADY_EXISTS" in r.err or "already exists" in r.err)
+      if r.rc and not exists:  # the name was free and we asked for it: what exists now is ours
         raise LaunchError(f"creating {job.name} failed (rc {r.rc}): {_tail(r.err)}", created=True)
+      created = not r.rc
       res = describe(job, g)
+      if res is None and exists:  # e.g. a node of that name without a queued resource
+        raise LaunchError(f"creating {job.name} failed (rc {r.rc}): {_tail(r.err)}")
+      if exists:
+        g.say(job.name, f"{job.name} was created by someone else meanwhile")
       continue
     if not (created or job.own or _ours(job, res)):
       raise _foreign(job, res)
@@ -735,12 +737,12 @@ def run_record(job: TpuJob, code: Code, attempt: str, logs: str,
 
 
 def _preemption(job: TpuJob, g: Gcloud) -> str | None:
-  """Why the job's resource can no longer run it, or None (also when the API is unreachable)."""
+  """Why the job's node can no longer run it, or None (also when the API is unreachable).
+
+  One describe of the node, for both kinds: a preempted queued resource's node is PREEMPTED,
+  then gone, before the queued resource turns SUSPENDED.
+  """
   try:
-    if job.queued:
-      qr = describe(job, g, QUEUED, echo=False)
-      if qr is None or qr.state in QUEUED_DEAD:
-        return f"queued resource {job.name} is {qr.state if qr else 'gone'}"
     node = describe(job, g, NODE, echo=False)
   except LaunchError:
     return None
@@ -856,6 +858,9 @@ def babysit(job: TpuJob, gcloud: Gcloud | None = None) -> int:
         if reason is None:
           raise
       else:
+        if g.dry_run:
+          g.note(f"on a preemption (at most {job.max_retries} times): after {job.backoff_s:g} s "
+                 "(doubling) the steps above again, from the describe, in the same model dir")
         if rc == 0:
           g.say(job.name, "done")
           return 0

@@ -12,7 +12,6 @@ import contextlib
 import fcntl
 import glob
 import json
-import os
 import pathlib
 import shutil
 import signal
@@ -85,7 +84,8 @@ def resource(kind, verb, args):
         print(fail, file=sys.stderr)
         return 1
       labels = dict(kv.split("=", 1) for kv in f.get("--labels", "").split(",") if kv)
-      table[name] = {"states": list(st.get("on_create", {}).get(kind, ["READY"])),
+      ready = "ACTIVE" if kind == "queued-resources" else "READY"
+      table[name] = {"states": list(st.get("on_create", {}).get(kind, [ready])),
                      "labels": labels, "accel": f.get("--accelerator-type")}
       if kind == "queued-resources":
         st.setdefault("tpu-vm", {})[name] = {"states": ["READY"], "labels": labels,

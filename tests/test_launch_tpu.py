@@ -203,22 +203,22 @@ def test_dry_run_tpu_vm_prints_the_whole_job(repo, fake):
   argvs = [shlex.split(c.split(" | ", 1)[1] if c.startswith("git ") else c) for c in commands]
   assert argvs == g.calls  # every gcloud command is printed, exactly
   kinds = [" ".join(a[1:5]) if a[1] == "compute" else " ".join(a[1:3]) for a in argvs]
-  assert kinds == ["compute tpus tpu-vm describe", "compute tpus tpu-vm create", "storage cp",
-                   "compute tpus tpu-vm ssh", "storage cp", "compute tpus tpu-vm ssh",
-                   "compute tpus tpu-vm delete"]
+  assert kinds == ["compute tpus tpu-vm describe", "compute tpus tpu-vm create",
+                   "compute tpus tpu-vm describe", "storage cp", "compute tpus tpu-vm ssh",
+                   "storage cp", "compute tpus tpu-vm ssh", "compute tpus tpu-vm delete"]
   create = argvs[1]
   assert "--accelerator-type=v4-32" in create and "--version=tpu-ubuntu2204-base" in create
   assert "--reserved" in create and "--zone=us-central2-b" in create
   assert "--labels=dsbs-owner=alice,dsbs-run=dsbs-t,dsbs-sweep=none" in create
   commit = _git(repo, "rev-parse", "HEAD").strip()
-  assert commands[2] == (f"git -C {repo} archive --format=tar.gz {commit} | gcloud storage cp - "
+  assert commands[3] == (f"git -C {repo} archive --format=tar.gz {commit} | gcloud storage cp - "
                          f"gs://b/run/code/dsbs-{commit}.tar.gz")
   assert all("--worker=all" in a for a in argvs if "ssh" in a)
   record = out.getvalue().split("<<'DSBS_EOF'\n")[1].split("\nDSBS_EOF")[0]
   assert json.loads(record)["commit"] == commit
-  run_cmd = argvs[5][-1][len("--command="):]
+  run_cmd = argvs[6][-1][len("--command="):]
   assert _remote_argv(run_cmd) == tpu.trainer_argv(_job(repo))
-  assert argvs[6][-1] == "--quiet"
+  assert argvs[7][-1] == "--quiet"
 
 
 def test_dry_run_queued_spot_resource(repo, fake):
@@ -253,7 +253,8 @@ def test_cli_dry_run_runs_nothing_and_leaves_nothing(tmp_path, fake):
       env={**os.environ, "TMPDIR": str(tmp)})
   assert proc.returncode == 0, proc.stderr
   assert fake.calls() == [] and list(tmp.iterdir()) == []
-  assert "queued-resources create dsbs-cli" in proc.stdout and "DSBS_DATA_DIR=gs://b/d" in proc.stdout
+  assert "queued-resources create dsbs-cli" in proc.stdout
+  assert "--env=DSBS_DATA_DIR=gs://b/d" in proc.stdout
   bad = subprocess.run([sys.executable, "-m", "launch.tpu", "create", "--dry_run", "--name=x",
                         "--zone=z", "--accelerator=v5e-8"], cwd=REPO, capture_output=True,
                        text=True, timeout=60, check=False)
@@ -308,7 +309,8 @@ def test_dead_resources_are_replaced_and_queued_ones_waited_for(repo, fake):
   log = io.StringIO()
   assert tpu.babysit(_job(repo, queued=True, create_timeout_s=0.3), tpu.Gcloud(log=log)) == 1
   assert "still WAITING_FOR_RESOURCES" in log.getvalue()
-  assert fake.verbs()[-1] == "queued-resources delete" and fake.read_state()["queued-resources"] == {}
+  assert fake.verbs()[-1] == "queued-resources delete"
+  assert fake.read_state()["queued-resources"] == {}
 
 
 # ---- setup -----------------------------------------------------------------------------------
@@ -327,7 +329,8 @@ def test_setup_ships_the_commit_and_skips_when_the_marker_matches(repo, fake):
     assert (home / ".dsbs_setup" / "versions").read_text().strip() == want
     assert (home / "dsbs" / GIN).exists() and not (home / "dsbs.new").exists()
   tools = (fake.root / "tools.log").read_text()
-  assert tools.count("git clone") == 2 and tools.count(f"checkout --quiet --detach {tpu.T5X_REVISION}") == 2
+  assert tools.count("git clone") == 2
+  assert tools.count(f"checkout --quiet --detach {tpu.T5X_REVISION}") == 2
   pips = lambda: [r["argv"] for r in map(json.loads, (fake.root / "python3.jsonl").read_text()
                                          .splitlines()) if r["argv"][1:3] == ["pip", "install"]]
   assert [p for p in pips() if f"jax[tpu]=={tpu.JAX_VERSION}" in p] and len(pips()) == 6
@@ -372,10 +375,12 @@ def test_run_is_one_command_on_every_worker_with_logs_and_a_record(repo, fake):
   runs = fake.trainer_runs()
   assert sorted(r["worker"] for r in runs) == ["0", "1", "2"]
   assert all(r["argv"] == tpu.trainer_argv(job)[1:] for r in runs)
-  assert {r["cwd"] for r in runs} == {str(fake.root / "workers" / f"w{w}" / "dsbs") for w in range(3)}
+  homes = {str(fake.root / "workers" / f"w{w}" / "dsbs") for w in range(3)}
+  assert {r["cwd"] for r in runs} == homes
   assert {r["data_dir"] for r in runs} == {"gs://b/data"}
   for w in range(3):
-    assert f"fake trainer on worker {w}" in fake.gcs(f"gs://b/run/logs/a2/worker-{w}.log").read_text()
+    log = fake.gcs(f"gs://b/run/logs/a2/worker-{w}.log").read_text()
+    assert f"fake trainer on worker {w}" in log
   record = json.loads(fake.gcs("gs://b/run/launch_record.json").read_text())
   assert record["commit"] == code.commit and record["dirty"] is False
   assert record["overrides"] == [["MIXTURE_OR_TASK_NAME", "'anli1_dsbs'"]]
@@ -439,9 +444,13 @@ def test_babysit_recreates_and_resumes_after_preemption(repo, fake):
 def test_babysit_gives_up_after_max_retries_and_tears_down(repo, fake):
   fake.state({"ssh_runs": [{"preempt": True}] * 2})
   log = io.StringIO()
-  assert tpu.babysit(_job(repo, max_retries=1), tpu.Gcloud(log=log)) == tpu.EXIT_PREEMPTED
-  assert "out of retries" in log.getvalue()
-  assert fake.verbs().count("tpu-vm create") == 2 and fake.read_state()["tpu-vm"] == {}
+  job = _job(repo, max_retries=1, queued=True)
+  assert tpu.babysit(job, tpu.Gcloud(log=log)) == tpu.EXIT_PREEMPTED
+  assert "node dsbs-t is PREEMPTED; out of retries (1)" in log.getvalue()
+  verbs = fake.verbs()
+  assert verbs.count("queued-resources create") == 2  # the SUSPENDED one deleted, recreated
+  assert verbs.count("queued-resources delete") == 2 and "tpu-vm delete" not in verbs
+  assert fake.read_state()["queued-resources"] == {} and fake.read_state()["tpu-vm"] == {}
 
 
 def test_babysit_does_not_retry_a_failing_trainer(repo, fake):
