@@ -292,8 +292,8 @@ def _tail(text: str, lines: int = 3) -> str:
 class Gcloud:
   """Runs the gcloud CLI: captured calls, pipes from a local producer, streamed long commands.
 
-  Commands that change something are echoed to `log` as `+ gcloud ...`; progress messages go
-  there too. `sleep` and `clock` are injectable (tests).
+  Each command is echoed to `log` (default stderr) as `+ gcloud ...` (state polls are not);
+  progress messages go there too. `sleep` and `clock` are injectable.
   """
   dry_run = False
 
@@ -321,7 +321,8 @@ class Gcloud:
   def _argv(self, args: Sequence[str]) -> list[str]:
     return [self.binary, *args]
 
-  def _display(self, args: Sequence[str]) -> str:
+  def display(self, args: Sequence[str]) -> str:
+    """The command as a shell line."""
     return shlex.join(["gcloud", *args])
 
   # Commands.
@@ -329,23 +330,23 @@ class Gcloud:
            echo: bool = True, timeout_s: float | None = 600) -> Result:
     """Runs `gcloud ARGS` to completion with captured output."""
     if echo:
-      self._echo(self._display(args) + (f" < ({len(stdin)} bytes)" if stdin is not None else ""))
+      self._echo(self.display(args) + (f" < ({len(stdin)} bytes)" if stdin is not None else ""))
     try:
       proc = subprocess.run(self._argv(args), input=stdin, capture_output=True, text=True,
                             timeout=timeout_s, check=False)
     except FileNotFoundError:
       raise LaunchError(f"{self.binary!r} not found: install the Google Cloud CLI") from None
     except subprocess.TimeoutExpired:
-      raise LaunchError(f"{self._display(args)} ran past {timeout_s:g} s") from None
+      raise LaunchError(f"{self.display(args)} ran past {timeout_s:g} s") from None
     result = Result(proc.returncode, proc.stdout, proc.stderr)
     if check and result.rc:
-      raise LaunchError(f"{self._display(args)} failed (rc {result.rc}): {_tail(result.err)}")
+      raise LaunchError(f"{self.display(args)} failed (rc {result.rc}): {_tail(result.err)}")
     return result
 
   def pipe(self, producer: Sequence[str], args: Sequence[str], *, shown: str | None = None,
            cwd: str | None = None) -> None:
     """Runs `PRODUCER | gcloud ARGS` (no temporary file); raises if either fails."""
-    self._echo(f"{shown or shlex.join(producer)} | {self._display(args)}")
+    self._echo(f"{shown or shlex.join(producer)} | {self.display(args)}")
     try:
       src = subprocess.Popen(list(producer), stdout=subprocess.PIPE, cwd=cwd)
     except FileNotFoundError:
@@ -361,7 +362,7 @@ class Gcloud:
     if src.wait():
       raise LaunchError(f"{shlex.join(producer)} failed (rc {src.returncode})")
     if dst.returncode:
-      raise LaunchError(f"{self._display(args)} failed (rc {dst.returncode}): {_tail(dst.stderr)}")
+      raise LaunchError(f"{self.display(args)} failed (rc {dst.returncode}): {_tail(dst.stderr)}")
 
   def stream(self, args: Sequence[str], *, timeout_s: float | None = None,
              watch: Callable[[], str | None] | None = None, every: float = 30.0) -> int:
@@ -370,7 +371,7 @@ class Gcloud:
     Every `every` seconds `watch()` is asked; a reason it returns stops the command and raises
     `Preempted`. Past `timeout_s` the command is stopped and 124 returned. Ctrl-C stops it too.
     """
-    self._echo(self._display(args))
+    self._echo(self.display(args))
     try:
       proc = subprocess.Popen(self._argv(args))
     except FileNotFoundError:
@@ -384,7 +385,7 @@ class Gcloud:
           pass
         if deadline is not None and self.clock() > deadline:
           _stop(proc)
-          print(f"+ stopped after {timeout_s:g} s: {self._display(args[:5])} ...",
+          print(f"+ stopped after {timeout_s:g} s: {self.display(args[:5])} ...",
                 file=self._err(), flush=True)
           return 124
         reason = watch() if watch else None
@@ -429,19 +430,19 @@ class DryRun(Gcloud):
   def call(self, args, *, stdin=None, check=True, echo=True, timeout_s=600) -> Result:
     self.calls.append(["gcloud", *args])
     if stdin is None:
-      self._print(self._display(args))
+      self._print(self.display(args))
     else:
       eof = "DSBS_EOF"
-      self._print(f"{self._display(args)} <<'{eof}'\n{stdin.rstrip(chr(10))}\n{eof}")
+      self._print(f"{self.display(args)} <<'{eof}'\n{stdin.rstrip(chr(10))}\n{eof}")
     return Result(0, "", "")
 
   def pipe(self, producer, args, *, shown=None, cwd=None) -> None:
     self.calls.append(["gcloud", *args])
-    self._print(f"{shown or shlex.join(producer)} | {self._display(args)}")
+    self._print(f"{shown or shlex.join(producer)} | {self.display(args)}")
 
   def stream(self, args, *, timeout_s=None, watch=None, every=30.0) -> int:
     self.calls.append(["gcloud", *args])
-    self._print(self._display(args))
+    self._print(self.display(args))
     return 0
 
 
@@ -486,11 +487,11 @@ def describe(job: TpuJob, gcloud: Gcloud, kind: str | None = None,
   if r.rc:
     if _missing(r.err):
       return None
-    raise LaunchError(f"{gcloud._display(args)} failed (rc {r.rc}): {_tail(r.err)}")
+    raise LaunchError(f"{gcloud.display(args)} failed (rc {r.rc}): {_tail(r.err)}")
   try:
     return _parse_resource(kind, json.loads(r.out))
   except (json.JSONDecodeError, AttributeError, TypeError) as e:
-    raise LaunchError(f"{gcloud._display(args)}: unreadable answer ({e}): {r.out[:200]!r}") \
+    raise LaunchError(f"{gcloud.display(args)}: unreadable answer ({e}): {r.out[:200]!r}") \
         from None
 
 
@@ -790,7 +791,7 @@ def teardown(job: TpuJob, gcloud: Gcloud | None = None, owned: bool | None = Non
   g = gcloud or Gcloud()
   if job.keep:
     g.say(job.name, f"--keep: leaving {job.name} up; delete it with: "
-          f"{g._display(_delete_args(job))}")
+          f"{g.display(_delete_args(job))}")
     return False
   if owned is False and not job.own:
     g.say(job.name, f"not deleting {job.name}: this launcher did not create it (--own to own it)")
@@ -811,7 +812,7 @@ def teardown(job: TpuJob, gcloud: Gcloud | None = None, owned: bool | None = Non
   r = g.call(_delete_args(job), check=False, timeout_s=None)
   if r.rc and not _missing(r.err):
     raise LaunchError(f"deleting {job.name} failed (rc {r.rc}): {_tail(r.err)}; delete it by "
-                      f"hand: {g._display(_delete_args(job))}")
+                      f"hand: {g.display(_delete_args(job))}")
   return True
 
 
@@ -840,8 +841,9 @@ def babysit(job: TpuJob, gcloud: Gcloud | None = None) -> int:
   owned = False
   preemptions: list[dict[str, Any]] = []
   stamp = _utc("%Y%m%d-%H%M%S")
+  attempt = 0
   try:
-    for attempt in range(job.max_retries + 1):
+    while True:
       try:
         owned = create(job, g) or owned
       except LaunchError as e:
@@ -878,7 +880,7 @@ def babysit(job: TpuJob, gcloud: Gcloud | None = None) -> int:
       g.say(job.name, f"{reason}: recreating in {delay:g} s (retry {attempt + 1} of "
             f"{job.max_retries}); the run resumes from its last checkpoint")
       g.sleep(delay)
-    raise AssertionError("unreachable")
+      attempt += 1
   except KeyboardInterrupt:
     g.say(job.name, "interrupted")
     return EXIT_INTERRUPTED
@@ -903,7 +905,7 @@ def _list(g: Gcloud, kind: str, zone: str, project: str | None) -> list[Resource
   try:
     items = json.loads(r.out or "[]")
   except json.JSONDecodeError as e:
-    raise LaunchError(f"{g._display(args)}: unreadable answer ({e})") from None
+    raise LaunchError(f"{g.display(args)}: unreadable answer ({e})") from None
   found = []
   for d in items:
     res = _parse_resource(kind, d)
@@ -998,7 +1000,8 @@ def _parser() -> argparse.ArgumentParser:
   a("--engine", choices=ENGINES, default="t5x")
   a("--gin_file", action="append", default=[], help="relative to the repo root (repeatable)")
   a("--gin", action="append", default=[], metavar="KEY=VALUE",
-    help="gin binding, passed as --gin.KEY=VALUE (repeatable); VALUE is a gin literal")
+    help="gin binding, passed as --gin.KEY=VALUE (repeatable; --gin.KEY=VALUE works too); "
+    "VALUE is a gin literal")
   a("--env", action="append", default=[], metavar="NAME=VALUE",
     help="non-secret environment variable on every worker (repeatable)")
   a("--data_dir", default=None, help="= --env=DSBS_DATA_DIR=... (the released benchmark data)")
@@ -1063,6 +1066,10 @@ def _sigterm(signum, frame):  # pylint: disable=unused-argument
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  # The trainers' own spelling of a binding, --gin.KEY=VALUE, is read as --gin=KEY=VALUE (in
+  # place: later bindings win in gin).
+  argv = [f"--gin={a[len('--gin.'):]}" if a.startswith("--gin.") and "=" in a else a
+          for a in (sys.argv[1:] if argv is None else argv)]
   args = _parser().parse_args(argv)
   g: Gcloud = DryRun() if args.dry_run else Gcloud()
   signal.signal(signal.SIGTERM, _sigterm)  # a killed launcher tears down like Ctrl-C

@@ -248,13 +248,14 @@ def test_cli_dry_run_runs_nothing_and_leaves_nothing(tmp_path, fake):
       [sys.executable, "-m", "launch.tpu", "babysit", "--dry_run", "--allow_dirty",
        "--name=dsbs-cli", "--zone=us-west4-a", "--accelerator=v5litepod-64", "--spot", "--queued",
        "--model_dir=gs://b/cli", "--gin_file=gin_configs/anli_770m.gin", "--data_dir=gs://b/d",
-       "--gin=MIXTURE_OR_TASK_NAME='anli1_dsbs'"],
+       "--gin=MIXTURE_OR_TASK_NAME='anli1_dsbs'", "--gin.RANDOM_SEED=1"],
       cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
       env={**os.environ, "TMPDIR": str(tmp)})
   assert proc.returncode == 0, proc.stderr
   assert fake.calls() == [] and list(tmp.iterdir()) == []
   assert "queued-resources create dsbs-cli" in proc.stdout
   assert "--env=DSBS_DATA_DIR=gs://b/d" in proc.stdout
+  assert "--gin.MIXTURE_OR_TASK_NAME=" in proc.stdout.split(" --gin.RANDOM_SEED=1")[0]
   bad = subprocess.run([sys.executable, "-m", "launch.tpu", "create", "--dry_run", "--name=x",
                         "--zone=z", "--accelerator=v5e-8"], cwd=REPO, capture_output=True,
                        text=True, timeout=60, check=False)
