@@ -16,6 +16,9 @@
 set -euo pipefail
 
 STATE="$HOME/.dsbs_setup"
+# What a TPU process holds open: /dev/accel* (v4) or /dev/vfio/* (v5e, v5p, v6e); libtpu's lock.
+TPU_DEVICES=('/dev/accel*' '/dev/vfio/*')
+LIBTPU_LOCKFILE=/tmp/libtpu_lockfile
 T5X_URL="https://github.com/google-research/t5x"
 LIBTPU_INDEX="https://storage.googleapis.com/jax-releases/libtpu_releases.html"
 PIP=(python3 -m pip install --quiet)
@@ -77,25 +80,24 @@ setup() {
 }
 
 free_tpu() {
-  # Processes (ours, and others' when passwordless sudo allows) that still hold a TPU device:
-  # a killed run's trainer keeps /dev/accel* (v4) or /dev/vfio/* (v5e, v5p, v6e) open and the
-  # next one fails with "TPU in use".
-  local sudo=() pids pid
+  # Processes (ours, and others' when passwordless sudo allows) that still hold a TPU device: a
+  # killed run's trainer keeps it open and the next one fails with "TPU in use".
+  local sudo=() match=() pids pid dev
   if sudo -n true 2>/dev/null; then sudo=(sudo -n); fi
-  pids=$("${sudo[@]}" find /proc -maxdepth 3 -path '/proc/[0-9]*/fd/*' \
-           \( -lname '/dev/accel*' -o -lname '/dev/vfio/*' \) 2>/dev/null \
-         | cut -d/ -f3 | sort -u | grep -vx "$$" || true)
+  for dev in "${TPU_DEVICES[@]}"; do match+=(${match[@]:+-o} -lname "$dev"); done
+  pids=$("${sudo[@]}" find /proc -maxdepth 3 -path '/proc/[0-9]*/fd/*' \( "${match[@]}" \) \
+           2>/dev/null | cut -d/ -f3 | sort -u | grep -vx "$$" || true)
   if [[ -n "$pids" ]]; then
     echo "worker $WORKER: stopping stale processes holding the TPU: $(echo $pids)" >&2
     "${sudo[@]}" kill -TERM $pids 2>/dev/null || true
-    for _ in $(seq 30); do
-      pids=$(for pid in $pids; do [[ -d /proc/$pid ]] && echo "$pid"; done)
-      [[ -z "$pids" ]] && break
-      sleep 1
+    for _ in $(seq 60); do
+      pids=$(for pid in $pids; do if [[ -d /proc/$pid ]]; then echo "$pid"; fi; done)
+      if [[ -z "$pids" ]]; then break; fi
+      sleep 0.5
     done
-    [[ -z "$pids" ]] || "${sudo[@]}" kill -KILL $pids 2>/dev/null || true
+    if [[ -n "$pids" ]]; then "${sudo[@]}" kill -KILL $pids 2>/dev/null || true; fi
   fi
-  rm -f /tmp/libtpu_lockfile 2>/dev/null || "${sudo[@]}" rm -f /tmp/libtpu_lockfile || true
+  rm -f "$LIBTPU_LOCKFILE" 2>/dev/null || "${sudo[@]}" rm -f "$LIBTPU_LOCKFILE" || true
 }
 
 upload() {
@@ -169,8 +171,10 @@ run() {
   exit "$rc"
 }
 
-case "${1:-}" in
-  setup) shift; setup "$@" ;;
-  run) shift; run "$@" ;;
-  *) die "usage: worker.sh setup|run ... (called by launch/tpu.py)" ;;
-esac
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then  # run, not sourced (the tests source it)
+  case "${1:-}" in
+    setup) shift; setup "$@" ;;
+    run) shift; run "$@" ;;
+    *) die "usage: worker.sh setup|run ... (called by launch/tpu.py)" ;;
+  esac
+fi

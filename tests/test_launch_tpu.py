@@ -422,6 +422,28 @@ def test_one_failing_worker_stops_the_others(repo, fake):
   assert "another worker failed" in fake.gcs("gs://b/run/logs/a/worker-0.log").read_text()
 
 
+def test_worker_frees_the_tpu_from_stale_processes(tmp_path):
+  device, lock = tmp_path / "accel0", tmp_path / "libtpu_lockfile"
+  device.write_text("")
+  lock.write_text("")
+  holder = subprocess.Popen(["bash", "-c", f"exec 3<{device}; exec sleep 60"])
+  try:
+    deadline = time.monotonic() + 10
+    while not os.path.exists(f"/proc/{holder.pid}/fd/3"):
+      assert time.monotonic() < deadline
+      time.sleep(0.05)
+    script = (f"source {REPO / 'launch' / 'worker.sh'}; TPU_DEVICES=('{tmp_path}/accel*'); "
+              f"LIBTPU_LOCKFILE={lock}; WORKER=0; free_tpu")
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert holder.wait(timeout=10) == -signal.SIGTERM
+    assert f"stopping stale processes holding the TPU: {holder.pid}" in proc.stderr
+    assert not lock.exists()
+  finally:
+    holder.kill()
+
+
 # ---- babysit ---------------------------------------------------------------------------------
 
 def test_babysit_recreates_and_resumes_after_preemption(repo, fake):
