@@ -456,6 +456,7 @@ class Resource:
   state: str | None
   labels: Mapping[str, str]
   accelerator: str | None = None
+  queued_resource: str | None = None  # a node's queued resource, when it came from one
 
 
 def _short(name: str) -> str:
@@ -468,8 +469,9 @@ def _parse_resource(kind: str, d: Mapping[str, Any]) -> Resource:
     node = spec.get("node") or {}
     return Resource(kind, _short(d.get("name", "")), (d.get("state") or {}).get("state"),
                     node.get("labels") or {}, node.get("acceleratorType"))
+  qr = d.get("queuedResource")
   return Resource(kind, _short(d.get("name", "")), d.get("state"), d.get("labels") or {},
-                  d.get("acceleratorType"))
+                  d.get("acceleratorType"), _short(qr) if qr else None)
 
 
 def _missing(err: str) -> bool:
@@ -808,6 +810,8 @@ def teardown(job: TpuJob, gcloud: Gcloud | None = None, owned: bool | None = Non
       g.say(job.name, f"not deleting {job.name}: not created by this launcher for this job "
             f"(labels {dict(res.labels) or 'none'}); pass --own to delete it")
       return False
+    elif res.queued_resource == job.name and not job.queued:  # deleting the node alone would
+      job = dataclasses.replace(job, queued=True)              # leave its queued resource
   g.say(job.name, f"deleting {job.kind} {job.name}")
   r = g.call(_delete_args(job), check=False, timeout_s=None)
   if r.rc and not _missing(r.err):
@@ -909,8 +913,8 @@ def _list(g: Gcloud, kind: str, zone: str, project: str | None) -> list[Resource
   found = []
   for d in items:
     res = _parse_resource(kind, d)
-    if kind == NODE and d.get("queuedResource"):  # deleted through its queued resource
-      res = dataclasses.replace(res, kind=QUEUED, name=_short(d["queuedResource"]))
+    if res.queued_resource:  # deleted through its queued resource
+      res = dataclasses.replace(res, kind=QUEUED, name=res.queued_resource)
     found.append(res)
   return found
 

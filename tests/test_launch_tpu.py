@@ -523,6 +523,11 @@ def test_teardown_subcommand_deletes_only_labelled_or_owned(repo, fake):
   fake.state({"tpu-vm": {"dsbs-t": _ours(job)}})
   assert tpu.teardown(job, g) is True and fake.read_state()["tpu-vm"] == {}
   assert tpu.teardown(job, g) is False  # nothing left: no error
+  fake.state({"tpu-vm": {"dsbs-t": _ours(job, qr="dsbs-t")},
+              "queued-resources": {"dsbs-t": _ours(job, "ACTIVE")}})
+  assert tpu.teardown(job, g) is True  # the node came from a queued resource: delete that
+  assert fake.calls()[-1][2:4] == ["queued-resources", "delete"] and "--force" in fake.calls()[-1]
+  assert fake.read_state()["tpu-vm"] == {} and fake.read_state()["queued-resources"] == {}
 
 
 def test_cleanup_deletes_labelled_leftovers_after_confirmation(repo, fake):
