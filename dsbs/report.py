@@ -367,10 +367,13 @@ def group_cells(cells: Iterable[Cell], level: float = LEVEL) -> list[Group]:
       continue
     correct = read_correct(members[0].run_dir) if members[0].run_dir else None
     if correct:
-      _, low, high = bootstrap_interval(correct, level)
-      groups.append(Group(axes, seeds, values, values[0], low, high, "bootstrap"))
-    else:
-      groups.append(Group(axes, seeds, values, values[0], None, None, "none"))
+      point, low, high = bootstrap_interval(correct, level)
+      if abs(point - values[0]) < 0.01:  # the predictions are those the metric was computed on
+        groups.append(Group(axes, seeds, values, values[0], low, high, "bootstrap"))
+        continue
+      members[0].problem = (f"{TEST_PREDICTIONS} scores {point:.2f}, the metrics file "
+                            f"{values[0]:.2f}: no bootstrap from predictions of another run")
+    groups.append(Group(axes, seeds, values, values[0], None, None, "none"))
   groups.sort(key=lambda g: [(_axis_key(k), _value_key(v)) for k, v in
                              sorted(g.axes.items(), key=lambda kv: _axis_key(kv[0]))])
   return groups
@@ -391,8 +394,12 @@ def _title(rest: Mapping[str, Any]) -> str:
   return " · ".join(parts) or "all cells"
 
 
+_SLUG_PREFIX = {"fraction": "pct", "label_rate": "rate", "alpha": "a"}
+
+
 def _slug(rest: Mapping[str, Any]) -> str:
-  text = "-".join(_fmt(v) for _, v in sorted(rest.items(), key=lambda kv: _axis_key(kv[0])))
+  text = "-".join(_SLUG_PREFIX.get(k, "") + _fmt(v)
+                  for k, v in sorted(rest.items(), key=lambda kv: _axis_key(kv[0])))
   return re.sub(r"[^A-Za-z0-9._]+", "_", text).strip("_")[:80] or "all"
 
 
@@ -431,6 +438,13 @@ def _plt():
   return plt
 
 
+def method_colour(method: Any) -> str:
+  """One colour per method in every figure (matplotlib's default cycle, by METHOD_ORDER)."""
+  i = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER) + sum(
+      map(ord, str(method))) % 5
+  return f"C{i % 10}"
+
+
 def _errorbars(members: Sequence[Group]) -> tuple[list[float], list[list[float]]]:
   means = [g.mean for g in members]
   lower = [g.mean - g.low if g.low is not None else 0.0 for g in members]
@@ -450,16 +464,20 @@ def plot_panels(groups: Sequence[Group], x_axis: str, out_dir: str, metric: str)
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
     numeric = all(isinstance(x, (int, float)) for x in xs)
     methods = sorted({g.axes.get("method") for g in members}, key=_value_key)
+    log_x = numeric and x_axis == "fraction"
+    span = (float(xs[-1]) - float(xs[0])) if numeric else float(len(xs) - 1)
     for i, m in enumerate(methods):
       line = sorted((g for g in members if g.axes.get("method") == m and x_axis in g.axes),
                     key=lambda g: _value_key(g.axes[x_axis]))
       if not line:
         continue
-      pos = [g.axes[x_axis] if numeric else xs.index(g.axes[x_axis]) for g in line]
+      dodge = 0.025 * (i - (len(methods) - 1) / 2)  # side by side: error bars stay readable
+      pos = [(g.axes[x_axis] * 2 ** dodge if log_x else g.axes[x_axis] + dodge * span)
+             if numeric else xs.index(g.axes[x_axis]) + dodge * 2.4 for g in line]
       means, err = _errorbars(line)
       ax.errorbar(pos, means, yerr=err, marker="o", capsize=4, linewidth=1.8,
-                  label=str(m), color=f"C{i}")
-    if numeric and x_axis == "fraction":
+                  label=str(m), color=method_colour(m))
+    if log_x:
       ax.set_xscale("log", base=2)
     if numeric:
       ax.set_xticks(xs)
@@ -513,6 +531,7 @@ def build(cells: Sequence[Cell], source: Mapping[str, Any], path: str, out_dir: 
       "interrupted": [c for c in cells if c.status == "interrupted"],
       "running": [c for c in cells if c.status == "running"],
       "unreadable": [c for c in cells if c.status == "done" and c.value is None],
+      "notes": [c for c in cells if c.value is not None and c.problem],
   }
   when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
   used = sum(1 for c in cells if c.value is not None)
@@ -529,7 +548,8 @@ def build(cells: Sequence[Cell], source: Mapping[str, Any], path: str, out_dir: 
             for m in methods) + ".", "",
         f"Cells: {len(cells)}" + (" in the definition" if source.get("knows_missing") else
                                   " found (no sweep state: never-run cells cannot be listed)")
-        + f"; {used} with test metrics; " + ", ".join(f"{len(v)} {k}" for k, v in lists.items())
+        + f"; {used} with test metrics; " + ", ".join(f"{len(v)} {k}" for k, v in lists.items()
+                                                     if k != "notes")
         + ".", ""]
   for rest, header, rows in pivot(groups):
     md += [f"## {_title(rest)}", ""] + _md_table(header, rows) + [""]
@@ -548,13 +568,14 @@ def build(cells: Sequence[Cell], source: Mapping[str, Any], path: str, out_dir: 
   titles = {"missing": "Missing (in the definition, never run)", "failed": "Failed",
             "interrupted": "Interrupted (resume the sweep to finish them)",
             "running": "Running (per the sweep state)",
-            "unreadable": "Done, but test metrics missing or unreadable"}
+            "unreadable": "Done, but test metrics missing or unreadable",
+            "notes": "Notes"}
   for key, members in lists.items():
     if not members:
       continue
     md += [f"## {titles[key]} ({len(members)})", ""]
     for c in members:
-      note = c.problem if key == "unreadable" else c.reason
+      note = c.problem if key in ("unreadable", "notes") else c.reason
       if key == "failed" and c.exit_code is not None and not note:
         note = f"exit {c.exit_code}"
       md.append(f"- `{c.name}`" + (f": {note}" if note else ""))
