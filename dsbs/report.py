@@ -288,11 +288,12 @@ def load(path: str, metric: str = "accuracy") -> tuple[list[Cell], dict[str, Any
     source = {"kind": "runs", "name": names.pop() if len(names) == 1 else None,
               "knows_missing": False}
   for cell in cells:
+    record_problem = None
     if cell.record is None and cell.run_dir and cell.status != "pending":
-      cell.record, problem = _record(cell.run_dir)
-      cell.problem = cell.problem or problem
+      cell.record, record_problem = _record(cell.run_dir)
     if cell.status == "done" and cell.problem is None:
       cell.value, cell.step, cell.problem = read_metric(cell.run_dir, metric)
+    cell.problem = cell.problem or record_problem  # beside a value: listed under Notes
   return cells, source
 
 
@@ -490,6 +491,9 @@ def plot_panels(groups: Sequence[Group], x_axis: str, out_dir: str, metric: str)
              "examples)", "alpha": "a (weight of the label loss)", "student": "student"}
     ax.set_xlabel(label.get(x_axis, x_axis))
     ax.set_ylabel(f"test {metric} (%), 95% CI")
+    if metric == "accuracy":  # a percentage: bars reaching past 0 or 100 are cut at the frame
+      low, high = ax.get_ylim()
+      ax.set_ylim(max(low, 0.0), min(high, 100.0))
     ax.set_title(_title(rest), fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(title="method", fontsize=9)

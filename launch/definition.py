@@ -69,6 +69,7 @@ MIXTURE_METHODS = ("dsbs", "dsbs_llm")
 MIXTURE_ONLY_AXES = ("label_rate", "alpha")  # ignored by single-task methods
 ENGINES = ("dsbs", "t5x")
 LOSS_MODES = ("paper", "tokens")
+_CHOICES = {"method": METHODS, "loss_mode": LOSS_MODES, "engine": ENGINES}
 NODE_KINDS = ("product", "zip", "chain")
 TOP_KEYS = ("name", "description", "grid", "gin", "gin_bindings", "gin_file", "engine", "target",
             "sweep_dir", "run_root", "python", "test_eval", "tpu")
@@ -350,9 +351,9 @@ def _check_value(path: str, field: str, axis: str, v: Any) -> Any:
     if not isinstance(v, str) or not v:
       fail(f"{v!r} is not a name")
     return v
-  if axis == "method":
-    if v not in METHODS:
-      fail(f"unknown method {v!r} (methods: {', '.join(METHODS)})")
+  if axis in _CHOICES:
+    if v not in _CHOICES[axis]:
+      fail(f"unknown {axis} {v!r} ({axis}s: {', '.join(_CHOICES[axis])})")
     return v
   if axis == "fraction":
     return number(0, 100, True, False)
@@ -360,14 +361,6 @@ def _check_value(path: str, field: str, axis: str, v: Any) -> Any:
     return number(0, 1, True, True)
   if axis == "alpha":
     return number(0, 1, False, False)
-  if axis == "loss_mode":
-    if v not in LOSS_MODES:
-      fail(f"{v!r} is not one of {LOSS_MODES}")
-    return v
-  if axis == "engine":
-    if v not in ENGINES:
-      fail(f"{v!r} is not one of {ENGINES}")
-    return v
   if axis == "vocab":
     if v in ("t5", "byte"):
       return v

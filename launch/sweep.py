@@ -254,18 +254,18 @@ class Runner:
   def _finish(self, job: targets.Job, rc: int | None, error: str | None, names: set) -> None:
     name = job.cell.name
     del self._active[name]
-    if job.cancelled.is_set():
-      status, reason = state_lib.INTERRUPTED, "ended by the sweep runner (Ctrl-C / SIGTERM)"
-    elif error is not None:
+    if error is not None:
       status, reason = state_lib.FAILED, error
-    elif rc != 0:
-      phase = job.phase_results[-1]["name"] if job.phase_results else "?"
-      status, reason = state_lib.FAILED, f"phase {phase} exited with {rc}"
-    elif self.sweep.test_eval and not io.exists(
+    elif rc == 0 and self.sweep.test_eval and not io.exists(
         os.path.join(job.run_dir, report_lib.TEST_METRICS)):
       status, reason = state_lib.FAILED, f"exit 0 but no {report_lib.TEST_METRICS} in the run dir"
+    elif rc == 0:
+      status, reason = state_lib.DONE, None  # finished before an end request reached it
+    elif job.cancelled.is_set():
+      status, reason = state_lib.INTERRUPTED, "ended by the sweep runner (Ctrl-C / SIGTERM)"
     else:
-      status, reason = state_lib.DONE, None
+      phase = job.phase_results[-1]["name"] if job.phase_results else "?"
+      status, reason = state_lib.FAILED, f"phase {phase} exited with {rc}"
     with self.state.update() as data:
       cell = state_lib.finish(data, name, status, rc, reason)
       started, ended = cell["started"], cell["ended"]
@@ -335,7 +335,8 @@ def status_text(sweep_dir: str) -> str:
         detail += (f", for {_duration(now - cell['started'])} on {cell.get('host')}"
                    + (f", pid {cell['pid']}" if cell.get("pid") else ""))
       elif status in (state_lib.FAILED, state_lib.INTERRUPTED):
-        detail += f", exit {cell.get('exit_code')}"
+        if cell.get("exit_code") is not None:
+          detail += f", exit {cell['exit_code']}"
         if cell.get("reason"):
           detail += f": {cell['reason']}"
         elif status == state_lib.INTERRUPTED and cell.get("status") == state_lib.RUNNING:

@@ -177,6 +177,9 @@ def make_target(sweep: definition.Sweep) -> Target:
     except ImportError as e:
       raise definition.SweepError(sweep.path, "target", f"{name!r} needs {_PROVIDED_BY[name]}, "
                                   f"which this checkout does not have ({e})") from None
+    if name not in _TARGETS:
+      raise definition.SweepError(sweep.path, "target", f"{module} was imported but registers "
+                                  f"no {name!r} target (launch.targets.register_target)")
   if name not in _TARGETS:
     raise definition.SweepError(sweep.path, "target", f"unknown target {name!r} (targets: "
                                 f"{', '.join(sorted(set(_TARGETS) | set(_PROVIDED_BY)))})")

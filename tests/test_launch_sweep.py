@@ -3,6 +3,7 @@ machine of the runner against a fake trainer (resume, kill -9, Ctrl-C once and t
 runners at once), run records, status, the T5X test-checkpoint helpers, the shipped sweeps."""
 from __future__ import annotations
 
+import importlib.util
 import io as stdio
 import json
 import os
@@ -516,24 +517,24 @@ def test_changed_definition_needs_update(fake):
   assert _starts(sweep_dir) == {"arith-finetune": 2}  # done before, ran again for the change
 
 
-def test_cli_bad_definition_and_unavailable_target(tmp_path, capsys):
+def test_cli_bad_definition(tmp_path, capsys):
   bad = tmp_path / "bad.py"
   bad.write_text("def get_config():\n  return {'name': 'b', 'grid': {'dataset': 'arith', "
                  "'method': 'dsbs', 'fraction': 101}}\n")
-  assert sweep_lib.main(["run", str(bad)]) == 2
-  assert "grid.fraction: 101 is out of (0, 100]" in capsys.readouterr().err
-  tpu = tmp_path / "tpu.py"
-  tpu.write_text("def get_config():\n  return {'name': 'b', 'target': 'tpu', "
-                 "'grid': {'dataset': 'arith', 'method': 'dsbs'}}\n")
-  if importlib_util_find("launch.tpu") is None:
-    assert sweep_lib.main(["run", str(tpu), f"--sweep_dir={tmp_path / 's'}"]) == 2
-    assert "'tpu' needs launch.tpu" in capsys.readouterr().err
+  assert sweep_lib.main(["run", str(bad), f"--sweep_dir={tmp_path / 's'}"]) == 2
+  assert "bad.py: grid.fraction: 101 is out of (0, 100]" in capsys.readouterr().err
   assert not (tmp_path / "s").exists()
 
 
-def importlib_util_find(name):
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  return importlib.util.find_spec(name)
+@pytest.mark.skipif(importlib.util.find_spec("launch.tpu") is not None,
+                    reason="this checkout has the TPU launcher")
+def test_a_target_this_checkout_lacks_is_named_before_anything_runs(tmp_path, capsys):
+  tpu = tmp_path / "tpu.py"
+  tpu.write_text("def get_config():\n  return {'name': 'b', 'target': 'tpu', "
+                 "'grid': {'dataset': 'arith', 'method': 'dsbs'}}\n")
+  assert sweep_lib.main(["run", str(tpu), f"--sweep_dir={tmp_path / 's'}"]) == 2
+  assert "'tpu' needs launch.tpu" in capsys.readouterr().err
+  assert not (tmp_path / "s").exists()
 
 
 # ---- engines -------------------------------------------------------------------------------

@@ -8,17 +8,17 @@ Set YOUR_BUCKET. Each cell trains gin_configs/<dataset>_<size>.gin (size from th
 """
 import ml_collections
 
+ACCELERATOR = {"t5_1_1_base": "v4-8", "t5_1_1_large": "v4-32"}  # TPU type per student
 
-def get_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.name = "paper-methods"
-  c.engine = "t5x"
-  c.target = "tpu"
-  c.run_root = "gs://YOUR_BUCKET/dsbs/sweeps/paper-methods"
-  c.tpu = {"zone": "us-central2-b", "accelerator": {"t5_1_1_base": "v4-8",
-                                                    "t5_1_1_large": "v4-32"},
-           "data_dir": "gs://YOUR_BUCKET/dsbs/data"}
-  c.grid = {"dataset": ["anli1", "cqa", "esnli", "svamp"],
-            "student": ["t5_1_1_base", "t5_1_1_large"],
-            "method": ["finetune", "distill", "cot", "dsbs", "dsbs_llm"], "seed": [0, 1, 2]}
-  return c
+
+def get_sweep() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      name="paper-methods",
+      engine="t5x",
+      target="tpu",
+      run_root="gs://YOUR_BUCKET/dsbs/sweeps/paper-methods",
+      tpu=dict(zone="us-central2-b", accelerator=ACCELERATOR,
+               data_dir="gs://YOUR_BUCKET/dsbs/data"),
+      grid=dict(dataset=["anli1", "cqa", "esnli", "svamp"], student=list(ACCELERATOR),
+                method=["finetune", "distill", "cot", "dsbs", "dsbs_llm"], seed=[0, 1, 2]),
+  ))
