@@ -321,7 +321,8 @@ def _expand_node(node: Any, path: str, where: str,
         checks.append((field, key, values[i]))
     axes[key] = values
   order = [a for a in LOOP_ORDER if a in axes] + sorted(a for a in axes if a not in LOOP_ORDER)
-  return [(where, dict(zip(order, combo))) for combo in itertools.product(*(axes[a] for a in order))]
+  combos = itertools.product(*(axes[a] for a in order))
+  return [(where, dict(zip(order, combo))) for combo in combos]
 
 
 def _values(value: Any, path: str, field: str) -> list[Any]:

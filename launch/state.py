@@ -34,7 +34,7 @@ class StateError(RuntimeError):
   """A state file that cannot be used as asked; the message says why and what to do."""
 
 
-def _proc_start(pid: int) -> str | None:
+def proc_start(pid: int) -> str | None:
   """The kernel's start time of `pid` (Linux), which tells a live process from a reused pid."""
   try:
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
@@ -55,13 +55,13 @@ def process_alive(pid: int | None, start: str | None) -> bool:
     pass
   if start is None or not os.path.exists("/proc"):
     return True
-  return _proc_start(pid) == start
+  return proc_start(pid) == start
 
 
 def identity() -> dict[str, Any]:
   """This process as a runner: host, pid, process start time, token."""
   host, pid = socket.gethostname(), os.getpid()
-  start = _proc_start(pid)
+  start = proc_start(pid)
   return {"host": host, "pid": pid, "proc_start": start, "started": time.time(),
           "heartbeat": time.time(), "token": f"{host}:{pid}:{start or int(time.time())}"}
 

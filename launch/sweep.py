@@ -249,7 +249,7 @@ class Runner:
   def _on_process(self, name: str, pid: int) -> None:
     with self.state.update() as data:
       cell = data["cells"][name]
-      cell["pid"], cell["pid_start"] = pid, state_lib._proc_start(pid)  # pylint: disable=protected-access
+      cell["pid"], cell["pid_start"] = pid, state_lib.proc_start(pid)
 
   def _finish(self, job: targets.Job, rc: int | None, error: str | None, names: set) -> None:
     name = job.cell.name
@@ -308,7 +308,7 @@ class Runner:
                 if mean is not None else ""))
 
 
-# ---- status ---------------------------------------------------------------------------------------
+# ---- status --------------------------------------------------------------------------------------
 
 def status_text(sweep_dir: str) -> str:
   """Counts and the cells of each kind, from the state file alone (no definition, no SeqIO)."""
@@ -351,7 +351,7 @@ def status_text(sweep_dir: str) -> str:
   return "\n".join(lines)
 
 
-# ---- CLI ------------------------------------------------------------------------------------------
+# ---- CLI -----------------------------------------------------------------------------------------
 
 def _dry_run(sweep: definition.Sweep, sweep_dir: str, python: str, out: TextIO) -> None:
   root = sweep.run_root(sweep_dir)

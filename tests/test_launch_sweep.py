@@ -315,8 +315,8 @@ def fake(tmp_path):
 
 def _runner(defn, sweep_dir, **kw):
   sweep = definition.load(defn, known_datasets=DATASETS, known_students=STUDENTS)
-  return sweep_lib.Runner(sweep, sweep_dir, targets.LocalTarget(), out=kw.pop("out", stdio.StringIO()),
-                          **kw)
+  out = kw.pop("out", stdio.StringIO())
+  return sweep_lib.Runner(sweep, sweep_dir, targets.LocalTarget(), out=out, **kw)
 
 
 def _starts(sweep_dir):
