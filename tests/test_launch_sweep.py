@@ -602,6 +602,7 @@ def test_shipped_sweeps_dry_run(capsys):
 # ---- end to end with the real trainer ------------------------------------------------------
 
 @pytest.mark.skip(reason="needs the experiment definition (issue 13)")
+@pytest.mark.timeout(900)
 def test_tiny_sweep_end_to_end_with_the_real_trainer(tmp_path):
   """Two cells of tiny_local through `dsbs.train --then_evaluate`, resumed once, reported."""
   from dsbs import report  # pylint: disable=g-import-not-at-top
@@ -631,4 +632,6 @@ def test_tiny_sweep_end_to_end_with_the_real_trainer(tmp_path):
                          text=True, timeout=300)
   assert again.returncode == 0 and "skipping 2 done" in again.stdout
   assert report.main([str(sweep_dir)]) == 0
-  assert (sweep_dir / "report" / "plots").is_dir()
+  summary = json.loads((sweep_dir / "report" / "report.json").read_text())
+  assert sorted(c["cell"] for c in summary["cells"] if c["accuracy"] is not None) == sorted(cells)
+  assert {g["axes"]["method"] for g in summary["groups"]} == {"finetune", "dsbs"}
