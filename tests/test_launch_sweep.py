@@ -517,23 +517,21 @@ def test_changed_definition_needs_update(fake):
   assert _starts(sweep_dir) == {"arith-finetune": 2}  # done before, ran again for the change
 
 
-def test_cli_bad_definition(tmp_path, capsys):
+_NO_TPU = pytest.mark.skipif(importlib.util.find_spec("launch.tpu") is not None,
+                             reason="this checkout has the TPU launcher")
+
+
+@pytest.mark.parametrize("body,message", [
+    ("{'name': 'b', 'grid': {'dataset': 'arith', 'method': 'dsbs', 'fraction': 101}}",
+     "bad.py: grid.fraction: 101 is out of (0, 100]"),
+    pytest.param("{'name': 'b', 'target': 'tpu', 'grid': {'dataset': 'arith', 'method': 'dsbs'}}",
+                 "bad.py: target: 'tpu' needs launch.tpu", marks=_NO_TPU),
+])
+def test_cli_stops_before_anything_runs(tmp_path, capsys, body, message):
   bad = tmp_path / "bad.py"
-  bad.write_text("def get_config():\n  return {'name': 'b', 'grid': {'dataset': 'arith', "
-                 "'method': 'dsbs', 'fraction': 101}}\n")
+  bad.write_text(f"def get_config():\n  return {body}\n")
   assert sweep_lib.main(["run", str(bad), f"--sweep_dir={tmp_path / 's'}"]) == 2
-  assert "bad.py: grid.fraction: 101 is out of (0, 100]" in capsys.readouterr().err
-  assert not (tmp_path / "s").exists()
-
-
-@pytest.mark.skipif(importlib.util.find_spec("launch.tpu") is not None,
-                    reason="this checkout has the TPU launcher")
-def test_a_target_this_checkout_lacks_is_named_before_anything_runs(tmp_path, capsys):
-  tpu = tmp_path / "tpu.py"
-  tpu.write_text("def get_config():\n  return {'name': 'b', 'target': 'tpu', "
-                 "'grid': {'dataset': 'arith', 'method': 'dsbs'}}\n")
-  assert sweep_lib.main(["run", str(tpu), f"--sweep_dir={tmp_path / 's'}"]) == 2
-  assert "'tpu' needs launch.tpu" in capsys.readouterr().err
+  assert message in capsys.readouterr().err
   assert not (tmp_path / "s").exists()
 
 
