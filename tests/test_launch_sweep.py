@@ -599,7 +599,6 @@ def test_shipped_sweeps_dry_run(capsys):
 
 # ---- end to end with the real trainer ------------------------------------------------------
 
-@pytest.mark.skip(reason="needs the experiment definition (issue 13)")
 @pytest.mark.timeout(900)
 def test_tiny_sweep_end_to_end_with_the_real_trainer(tmp_path):
   """Two cells of tiny_local through `dsbs.train --then_evaluate`, resumed once, reported."""
