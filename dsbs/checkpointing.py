@@ -3,7 +3,13 @@
 Layout of `<run dir>/checkpoints/<step>/`:
   params/     the model parameters (T5X parameter tree; sharded arrays, OCDBT)
   opt_state/  the optimizer state
-  meta/       JSON: step, batches consumed by the input pipeline (for an exact resume), metrics
+  meta/       JSON: step, batches consumed, the input's identity (checked on resume), metrics
+  input/      the input pipeline's position: each process writes its own input shards' tf.data
+              iterator states (`dsbs.input_pipeline.TrainInput.save`), so a resumed run reads
+              on from the next batch
+
+Every process of a multi-host run calls `save` and `restore` with its own parts of the sharded
+arrays and of the input position; Orbax writes each array once and commits the step atomically.
 
 Preservation: the latest `keep` checkpoints are kept, plus the one with the best value of
 `best_metric` among those saved with metrics (eval steps). `dsbs.evaluate` needs only `params/`.
@@ -12,7 +18,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+import dataclasses
+from typing import Any, Protocol
 
 import jax
 import orbax.checkpoint as ocp
@@ -22,7 +29,42 @@ from dsbs.data import io
 
 
 PyTree = Any
-_ITEMS = ("params", "opt_state", "meta")
+_ITEMS = ("params", "opt_state", "meta", "input")
+
+
+class InputPosition(Protocol):
+  """What `Checkpointer` saves as the `input` item (`dsbs.input_pipeline.TrainInput`)."""
+
+  def save(self, directory: str) -> None: ...
+
+  def restore(self, directory: str) -> None: ...
+
+
+class _InputHandler(ocp.CheckpointHandler):
+  """Orbax handler of the `input` item: each process writes and reads its own files.
+
+  Synchronous (the position must be captured before the loop takes the next batch); the
+  Checkpointer creates step directories synchronously, so the item directory exists on every
+  process when `save` runs.
+  """
+
+  def save(self, directory, args: "InputSave") -> None:
+    args.position.save(str(directory))
+
+  def restore(self, directory, args: "InputRestore") -> None:
+    args.position.restore(str(directory))
+
+
+@ocp.args.register_with_handler(_InputHandler, for_save=True)
+@dataclasses.dataclass
+class InputSave(ocp.args.CheckpointArgs):
+  position: InputPosition
+
+
+@ocp.args.register_with_handler(_InputHandler, for_restore=True)
+@dataclasses.dataclass
+class InputRestore(ocp.args.CheckpointArgs):
+  position: InputPosition
 
 
 class Checkpointer:
@@ -41,6 +83,8 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         preservation_policy=cm.AnyPreservationPolicy(policies),
         enable_async_checkpointing=async_save,
+        # The input item is written synchronously into its directory: create it first.
+        async_options=ocp.options.AsyncOptions(create_directories_asynchronously=False),
         create=True,
     )
     self._manager = ocp.CheckpointManager(directory, item_names=_ITEMS, options=options)
@@ -57,41 +101,49 @@ class Checkpointer:
     return list(self._manager.all_steps())
 
   def save(self, step: int, params: PyTree, opt_state: PyTree, meta: dict[str, Any],
-           metrics: dict[str, float] | None = None) -> bool:
-    """Starts an (asynchronous) save; metrics (plain floats) rank the checkpoint for best-keeping."""
+           metrics: dict[str, float] | None = None, input_position: InputPosition | None = None
+           ) -> bool:
+    """Starts an (asynchronous) save; metrics (plain floats, the same on every process) rank
+    the checkpoint for best-keeping; `input_position` is written before this returns."""
     if metrics is not None and self.best_metric and self.best_metric not in metrics:
       metrics = None  # an eval without the ranking metric must not count as best
-    saved = self._manager.save(
-        step,
-        args=ocp.args.Composite(
-            params=ocp.args.StandardSave(params),
-            opt_state=ocp.args.StandardSave(opt_state),
-            meta=ocp.args.JsonSave(dict(meta, step=int(step))),
-        ),
-        metrics=metrics,
-        force=True,
-    )
+    items = {"params": ocp.args.StandardSave(params),
+             "opt_state": ocp.args.StandardSave(opt_state),
+             "meta": ocp.args.JsonSave(dict(meta, step=int(step)))}
+    if input_position is not None:
+      items["input"] = InputSave(input_position)
+    saved = self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics,
+                               force=True)
     if saved and metrics is not None and self.best_metric:
       value = float(metrics[self.best_metric])
       old = None if self._best is None else self._best["value"]
       if old is None or (value > old if self._best_mode == "max" else value < old):
         self._best = {"step": int(step), "metric": self.best_metric, "value": value}
-        with io.atomic_write_text(os.path.join(self.directory, "best.json")) as f:
-          json.dump(self._best, f)
+        if jax.process_index() == 0:  # one writer of the shared file
+          with io.atomic_write_text(os.path.join(self.directory, "best.json")) as f:
+            json.dump(self._best, f)
     return saved
 
-  def restore(self, step: int, abstract_params: PyTree,
-              abstract_opt_state: PyTree) -> tuple[PyTree, PyTree, dict[str, Any]]:
-    """Restores into the shapes, dtypes and shardings of the abstract (ShapeDtypeStruct) trees."""
-    out = self._manager.restore(
-        step,
-        args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract_params),
-            opt_state=ocp.args.StandardRestore(abstract_opt_state),
-            meta=ocp.args.JsonRestore(),
-        ),
-    )
+  def restore(self, step: int, abstract_params: PyTree, abstract_opt_state: PyTree,
+              input_position: InputPosition | None = None
+              ) -> tuple[PyTree, PyTree, dict[str, Any]]:
+    """Restores into the shapes, dtypes and shardings of the abstract (ShapeDtypeStruct) trees,
+    and `input_position` (in place) to where the step was saved."""
+    items = {"params": ocp.args.StandardRestore(abstract_params),
+             "opt_state": ocp.args.StandardRestore(abstract_opt_state),
+             "meta": ocp.args.JsonRestore()}
+    if input_position is not None:
+      if not io.exists(os.path.join(self.directory, str(step), "input")):
+        raise FileNotFoundError(f"{self.directory}/{step}: no saved input position (a "
+                                "checkpoint written before input positions were saved)")
+      items["input"] = InputRestore(input_position)
+    out = self._manager.restore(step, args=ocp.args.Composite(**items))
     return out.params, out.opt_state, dict(out.meta)
+
+  def read_meta(self, step: int) -> dict[str, Any]:
+    """The `meta` item of a step alone (to check it before restoring the rest)."""
+    out = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return dict(out.meta)
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

@@ -14,6 +14,15 @@ on that one example (SVAMP compares values), else postprocessed prediction == ta
 
 A run dir needs nothing else: its `model_config.json` gives the architecture and its best (else
 latest) checkpoint the parameters. HF / T5X dirs go through `dsbs.model.checkpoints`.
+
+Decoding runs under a device mesh and the training's partitioning rules: the parameters are
+placed (a run dir's: restored) on the shardings the run trained with (`--mesh_model`, `--fsdp`;
+default: the run's, from its provenance.json), and each batch is sharded over the `data` axis.
+On several hosts (the same command on each; the flags of `dsbs.train`: `--multihost` or
+`--coordinator_address/--num_processes/--process_id`) every process reads the whole split in
+order, supplies its rows of each global batch (the last one padded so that all run the same
+batches), and gets every decoded row back; the padding is dropped, rows stay in input order,
+and process 0 alone writes the files.
 """
 from __future__ import annotations
 
@@ -30,11 +39,12 @@ import sys
 from typing import Any, Iterator, Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
-from dsbs import compilation_cache
+from dsbs import compilation_cache, multihost
 from dsbs.data import io
+from dsbs.model import partitioning
 
 EOS_ID = 1
 
@@ -63,6 +73,7 @@ def _examples(task, split: str, lengths: Mapping[str, int], max_examples: int | 
 
 def _batches(examples: list[dict[str, Any]], input_len: int, batch_size: int
              ) -> Iterator[tuple[np.ndarray, int]]:
+  """Global batches of input tokens, the last padded with empty rows; (tokens, real rows)."""
   for i in range(0, len(examples), batch_size):
     chunk = examples[i:i + batch_size]
     tokens = np.zeros((batch_size, input_len), np.int32)
@@ -89,15 +100,54 @@ def _strip_eos(ids: np.ndarray) -> list[int]:
 
 
 def make_decoder(model_cfg, params, *, decode: str = "greedy", num_beams: int = 4,
-                 max_decode_length: int):
-  """tokens[B, L] -> decoded ids[B, max_decode_length] with the KV cache (dsbs.decoding)."""
-  run = _compiled_decoder(model_cfg, decode, num_beams, max_decode_length)
-  return lambda tokens: np.asarray(jax.device_get(_first(run(params, jnp.asarray(tokens)))))
+                 max_decode_length: int, mesh: jax.sharding.Mesh | None = None):
+  """Global tokens[B, L] -> decoded ids[B, max_decode_length] (KV cache, dsbs.decoding).
+
+  Every process passes the same global batch and gets all rows back. The rows are sharded over
+  the `data` axis of `mesh` (default: every device on `data`; B must divide over it), each
+  process supplying the rows its devices hold; `params` keep their shardings (arrays not yet
+  on the mesh are replicated onto it).
+  """
+  mesh = mesh or partitioning.make_mesh(data=-1, model=1)
+  params = _on_mesh(params, mesh)
+  run = _compiled_decoder(model_cfg, decode, num_beams, max_decode_length, mesh)
+  rows_sharding = NamedSharding(mesh, P("data"))
+
+  def decoder(tokens: np.ndarray) -> np.ndarray:
+    rows = multihost.local_rows(rows_sharding, len(tokens))
+    out = run(params, jax.make_array_from_process_local_data(rows_sharding, tokens[rows]))
+    return np.asarray(out.addressable_data(0))  # replicated: every process holds all rows
+
+  return decoder
+
+
+def _on_mesh(params: Any, mesh: jax.sharding.Mesh) -> Any:
+  """Leaves already sharded on `mesh` as they are; any other leaf replicated onto it."""
+  replicated = NamedSharding(mesh, P())
+
+  def place(x):
+    if isinstance(x, jax.Array) and getattr(x.sharding, "mesh", None) == mesh:
+      return x
+    return _put(np.asarray(x) if not isinstance(x, jax.Array) else x, replicated)
+
+  return jax.tree.map(place, params)
+
+
+def _put(x: Any, sharding: jax.sharding.Sharding) -> jax.Array:
+  """A global array from a value every process holds in full (numpy or a local array)."""
+  if isinstance(x, jax.Array) and x.is_fully_addressable and jax.process_count() == 1:
+    return jax.device_put(x, sharding)
+  host = np.asarray(x)
+  return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_decoder(model_cfg, decode: str, num_beams: int, max_decode_length: int):
-  """One jitted decoder per (config, method, length): evals during training reuse it."""
+def _compiled_decoder(model_cfg, decode: str, num_beams: int, max_decode_length: int,
+                      mesh: jax.sharding.Mesh):
+  """One jitted decoder per (config, method, length, mesh): evals during training reuse it.
+
+  Its output (the best sequence per row) is replicated, so that every process reads all rows.
+  """
   from dsbs import decoding  # pylint: disable=g-import-not-at-top
   from dsbs import model as model_lib  # pylint: disable=g-import-not-at-top
   model = model_lib.Transformer(model_cfg)
@@ -108,31 +158,32 @@ def _compiled_decoder(model_cfg, decode: str, num_beams: int, max_decode_length:
                            num_beams=num_beams)
   else:
     raise ValueError(f"--decode must be greedy or beam, got {decode!r}")
-  return decoding.jit(lambda params, tokens: fn(params, tokens).tokens)
+  return decoding.jit(lambda params, tokens: _first(fn(params, tokens).tokens),
+                      out_shardings=NamedSharding(mesh, P()))
 
 
 def _first(out):
-  """Decoders may return (tokens, scores); keep the tokens (best beam first)."""
-  if isinstance(out, tuple):
-    out = out[0]
-  if out.ndim == 3:  # [batch, beams, length]
-    out = out[:, 0]
-  return out
+  """The best sequence per row ([batch, beams, length] holds beams best-first)."""
+  return out[:, 0] if out.ndim == 3 else out
 
 
 def score_tasks(model_cfg, params, mixture_or_task: str, split: str, lengths: Mapping[str, int], *,
                 batch_size: int = 64, max_examples: int | None = None, decode: str = "greedy",
-                num_beams: int = 4, with_rationale: bool = False, mesh=None, rules=None,
-                param_shardings=None, predictions: list[dict[str, Any]] | None = None
-                ) -> dict[str, float]:
+                num_beams: int = 4, with_rationale: bool = False,
+                mesh: jax.sharding.Mesh | None = None,
+                predictions: list[dict[str, Any]] | None = None) -> dict[str, float]:
   """Decodes and scores every task of `mixture_or_task` that has metric fns.
 
+  Decoding is sharded over the `data` axis of `mesh` (see `make_decoder`; `batch_size` is
+  rounded up to a multiple of its size); every process returns the same metrics and rows.
   Returns flat scalars `<task>/<metric>` plus `accuracy` (mean of the tasks' `accuracy`).
-  Appends per-example rows to `predictions` when given.
+  Appends per-example rows, in input order, to `predictions` when given.
   """
-  del param_shardings
+  mesh = mesh or partitioning.make_mesh(data=-1, model=1)
+  data_size = mesh.shape["data"]
+  batch_size = -(-batch_size // data_size) * data_size
   decoder = make_decoder(model_cfg, params, decode=decode, num_beams=num_beams,
-                         max_decode_length=lengths["targets"])
+                         max_decode_length=lengths["targets"], mesh=mesh)
   tasks = _subtasks(mixture_or_task)
   scored = [t for t in tasks if t.predict_metric_fns]
   if not scored:
@@ -212,28 +263,68 @@ def _jsonable(v: Any) -> Any:
   return str(v)
 
 
-def load_checkpoint(path: str, model: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
-  """(T5Config, params, info) from a run dir, step dir, or an HF / T5X checkpoint dir."""
+def load_checkpoint(path: str, model: str | None = None, *,
+                    mesh: jax.sharding.Mesh | None = None, fsdp: bool | None = None
+                    ) -> tuple[Any, Any, dict[str, Any]]:
+  """(T5Config, params, info) from a run dir, step dir, or an HF / T5X checkpoint dir.
+
+  Without `mesh` the parameters are host arrays. With it they are global arrays on the
+  shardings of the partitioning rules (`fsdp`: default the run's, else False); a run's Orbax
+  checkpoint is restored straight onto them, each process reading its shards.
+  """
   from dsbs import checkpointing, summaries  # pylint: disable=g-import-not-at-top
   from dsbs import model as model_lib  # pylint: disable=g-import-not-at-top
   path = path.rstrip("/")
-  run_dir = _find_run_dir(path)
-  if run_dir is not None:
-    cfg_dict = summaries.read_json(os.path.join(run_dir, "model_config.json"))
-    model_cfg = model_lib.T5Config(**cfg_dict)
+  info = _run_info(path)
+  if info is not None:
+    model_cfg = model_lib.T5Config(**summaries.read_json(
+        os.path.join(info["run_dir"], "model_config.json")))
     params_dir, step = checkpointing.find_params_dir(path)
-    params = checkpointing.restore_params(params_dir)
-    info = {"kind": "dsbs", "run_dir": run_dir, "params_dir": params_dir, "step": step}
-    exp_file = os.path.join(run_dir, "experiment.json")
-    if io.exists(exp_file):
-      info["experiment"] = summaries.read_json(exp_file)
-    return model_cfg, params, info
+    info.update(params_dir=params_dir, step=step)
+    target = None
+    if mesh is not None:
+      info["fsdp"] = info.get("fsdp", False) if fsdp is None else fsdp
+      abstract, shardings = _param_layout(model_cfg, mesh, info["fsdp"])
+      target = checkpointing.abstract_like_shardings(abstract, shardings)
+    return model_cfg, checkpointing.restore_params(params_dir, target), info
   from dsbs.model import checkpoints  # pylint: disable=g-import-not-at-top
   config = model
   if model and model.endswith(".json"):  # a run's model_config.json
     config = model_lib.T5Config(**summaries.read_json(model))
   model_cfg, params = checkpoints.load_checkpoint(path, config)
-  return model_cfg, params, {"kind": "external", "path": path}
+  info = {"kind": "external", "path": path}
+  if mesh is not None:
+    info["fsdp"] = bool(fsdp)
+    _, shardings = _param_layout(model_cfg, mesh, info["fsdp"])
+    params = jax.tree.map(_put, params, shardings)
+  return model_cfg, params, info
+
+
+def _param_layout(model_cfg, mesh: jax.sharding.Mesh, fsdp: bool) -> tuple[Any, Any]:
+  """(abstract parameters, their NamedShardings) under the training's partitioning rules."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from dsbs import model as model_lib  # pylint: disable=g-import-not-at-top
+  boxed = jax.eval_shape(functools.partial(model_lib.init_params, model_cfg), jax.random.key(0))
+  rules = partitioning.logical_axis_rules(fsdp=fsdp)
+  return nn.unbox(boxed), partitioning.param_shardings(boxed, mesh, rules)
+
+
+def _run_info(path: str) -> dict[str, Any] | None:
+  """What a dsbs run dir at (or up to two levels above) `path` says: None for other dirs."""
+  from dsbs import summaries  # pylint: disable=g-import-not-at-top
+  run_dir = _find_run_dir(path)
+  if run_dir is None:
+    return None
+  info: dict[str, Any] = {"kind": "dsbs", "run_dir": run_dir}
+  exp_file = os.path.join(run_dir, "experiment.json")
+  if io.exists(exp_file):
+    info["experiment"] = summaries.read_json(exp_file)
+  prov_file = os.path.join(run_dir, "provenance.json")
+  if io.exists(prov_file):  # the partitioning the run trained with
+    prov = summaries.read_json(prov_file)
+    info["mesh_model"] = int(prov.get("mesh", {}).get("model", 1))
+    info["fsdp"] = bool(prov.get("fsdp", False))
+  return info
 
 
 def _find_run_dir(path: str) -> str | None:
@@ -250,10 +341,19 @@ def run(checkpoint: str, task: str | None = None, split: str = "test", *,
         decode: str = "greedy", num_beams: int = 4, output_dir: str | None = None,
         with_rationale: bool = False, batch_size: int = 64, max_examples: int | None = None,
         feature_lengths: Mapping[str, int] | None = None, dtype: str | None = None,
-        model: str | None = None) -> dict[str, Any]:
-  """Evaluates `checkpoint` on `task`/`split`; writes metrics.json and predictions.jsonl."""
+        model: str | None = None, mesh: jax.sharding.Mesh | None = None,
+        mesh_model: int | None = None, fsdp: bool | None = None) -> dict[str, Any]:
+  """Evaluates `checkpoint` on `task`/`split`; writes metrics.json and predictions.jsonl.
+
+  The mesh: `mesh`, else every device with `mesh_model` (default: the run's) on the `model`
+  axis and the rest on `data`. Every process returns the result; process 0 writes the files.
+  """
   import dsbs.tasks  # pylint: disable=g-import-not-at-top,unused-import  (registers tasks)
-  model_cfg, params, info = load_checkpoint(checkpoint, model)
+  if mesh is None:
+    known = _run_info(checkpoint.rstrip("/")) or {}
+    mesh = partitioning.make_mesh(data=-1, model=mesh_model or known.get("mesh_model", 1))
+  model_cfg, params, info = load_checkpoint(checkpoint, model, mesh=mesh, fsdp=fsdp)
+  multihost.log_start(mesh)
   exp = info.get("experiment", {})
   if exp.get("module"):  # registers the experiment's user datasets
     __import__(exp["module"])
@@ -268,18 +368,19 @@ def run(checkpoint: str, task: str | None = None, split: str = "test", *,
   predictions: list[dict[str, Any]] = []
   metrics = score_tasks(model_cfg, params, task, split, lengths, batch_size=batch_size,
                         max_examples=max_examples, decode=decode, num_beams=num_beams,
-                        with_rationale=with_rationale, predictions=predictions)
+                        with_rationale=with_rationale, mesh=mesh, predictions=predictions)
   result = {"task": task, "split": split, "decode": decode,
             "num_beams": num_beams if decode == "beam" else None, "checkpoint": checkpoint,
             "step": info.get("step"), "metrics": metrics}
   output_dir = output_dir or os.path.join(info.get("run_dir") or ".", f"eval_{split}")
-  io.makedirs(output_dir)
-  with io.atomic_write_text(os.path.join(output_dir, "metrics.json")) as f:
-    json.dump(result, f, indent=2)
-  with io.atomic_write_text(os.path.join(output_dir, "predictions.jsonl")) as f:
-    for row in predictions:
-      f.write(json.dumps(row) + "\n")
-  logging.info("wrote %s (%d predictions)", output_dir, len(predictions))
+  if jax.process_index() == 0:
+    io.makedirs(output_dir)
+    with io.atomic_write_text(os.path.join(output_dir, "metrics.json")) as f:
+      json.dump(result, f, indent=2)
+    with io.atomic_write_text(os.path.join(output_dir, "predictions.jsonl")) as f:
+      for row in predictions:
+        f.write(json.dumps(row) + "\n")
+    logging.info("wrote %s (%d predictions)", output_dir, len(predictions))
   return result
 
 
@@ -299,15 +400,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--model", default=None,
                       help="for T5X checkpoints (they carry no config): a dsbs.model config name "
                       "or a model_config.json")
+  parser.add_argument("--mesh_model", type=int, default=None,
+                      help="devices on the mesh's `model` axis (default: the run's, else 1); "
+                      "the rest decode data-parallel")
+  parser.add_argument("--fsdp", default=None, action=argparse.BooleanOptionalAction,
+                      help="shard parameters over `data` too (default: as the run trained)")
+  multihost.add_flags(parser)
   compilation_cache.add_flag(parser)
   args = parser.parse_args(argv)
+  multihost.check_flags(parser, args)
   compilation_cache.enable(args.compilation_cache_dir)
+  multihost.initialize(args)  # before anything touches a device
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   return run(args.checkpoint, args.task, args.split, decode=args.decode, num_beams=args.num_beams,
              output_dir=args.output_dir, with_rationale=args.with_rationale,
              batch_size=args.batch_size, max_examples=args.max_examples,
              feature_lengths=json.loads(args.feature_lengths) if args.feature_lengths else None,
-             dtype=args.dtype, model=args.model)
+             dtype=args.dtype, model=args.model, mesh_model=args.mesh_model, fsdp=args.fsdp)
 
 
 if __name__ == "__main__":

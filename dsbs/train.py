@@ -3,6 +3,13 @@ r"""The built-in runner: distilling step-by-step on plain JAX, no T5X needed.
   python -m dsbs.train --gin_file=gin_configs/default.gin --model_dir=/tmp/dsbs_run \
       [--gin.TRAIN_STEPS=2000] [--then_evaluate]
 
+Multi-host: run the same command on every host (what `launch/` runs on `--worker=all`). On a
+Cloud TPU VM slice the processes join by themselves; elsewhere add `--multihost` (JAX detects
+the cluster) or, e.g. for two processes on one machine, `--coordinator_address=127.0.0.1:PORT
+--num_processes=2 --process_id=0` (and `=1` in the other). Each process reads its own input
+shards, metrics and files are written once (process 0), and every process prints its host
+count, local devices and the mesh at start (see dsbs/multihost.py).
+
 Reads the same experiment files as T5X with gin (the experiment definition: dsbs/experiment.py
 and gin_configs/experiment.gin; `--gin.KEY=VALUE` overrides a macro or a binding, e.g.
 `--gin.METHOD="'finetune'"`), trains the student on a device mesh (axes `data`, `model`),
@@ -32,10 +39,9 @@ import functools
 import json
 import logging
 import os
-import signal
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import flax
 import flax.linen as nn
@@ -47,7 +53,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from dsbs import (checkpointing, compilation_cache, experiment, hostmem, input_pipeline, losses,
-                  optim, summaries)
+                  multihost, optim, summaries)
 from dsbs import model as model_lib
 from dsbs.model import partitioning
 
@@ -77,10 +83,10 @@ class TrainConfig:
   async_checkpoints: bool = True
   tensorboard: bool = True
   progress: bool = True
-  # Fault injection for tests: the loss turns NaN from this step on / the process SIGKILLs itself
-  # right after this step (a preemption, with any asynchronous save possibly in flight).
-  inject_nan_at_step: int | None = None
-  kill_at_step: int | None = None
+  # The train split is read as this many disjoint shards, each by the process whose devices hold
+  # its rows of the batch (dsbs/input_pipeline.py); None = one per process. The data order
+  # depends on it, not on the number of hosts.
+  input_shards: int | None = None
 
 
 def compute_dtype(name: str) -> str:
@@ -158,35 +164,43 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
       return batch_loss(apply_model(model, rules, params, batch, rng), batch, cfg, loss_mode)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    if cfg.inject_nan_at_step is not None:
-      loss = jnp.where(state.step + 1 >= cfg.inject_nan_at_step, jnp.nan, loss)
-      grads = jax.tree.map(lambda g: g * loss / jax.lax.stop_gradient(loss), grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    tokens = jnp.sum(batch["decoder_target_tokens"] > 0) + jnp.sum(batch["encoder_input_tokens"] > 0)
     metrics = dict(aux, loss=loss, lr=schedule(state.step - start_step),
-                   grad_norm=optax.global_norm(grads))
+                   grad_norm=optax.global_norm(grads), num_tokens=tokens.astype(jnp.float32))
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+def main(argv: Sequence[str] | None = None, *,
+         wrap_input: Callable[[Iterator[input_pipeline.Batch]], Iterator[input_pipeline.Batch]]
+         | None = None) -> dict[str, Any]:
+  """The program; `wrap_input` as in `train` (tests)."""
   args, bindings = parse_flags(argv)
   compilation_cache.enable(args.compilation_cache_dir)
-  if args.multihost or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
-    jax.distributed.initialize()  # one process per host; Cloud TPU / SLURM env gives the rest
+  multihost.initialize(args)  # before anything touches a device
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   loaded = experiment.load(args.gin_file, bindings)
   model_dir = args.model_dir or _macro("MODEL_DIR")
   if not model_dir:
     raise SystemExit("no run dir: pass --model_dir or set MODEL_DIR in the experiment")
-  result = train(loaded, model_dir, TrainConfig())
+  cfg = TrainConfig()
+  result = train(loaded, model_dir, cfg, wrap_input=wrap_input,
+                 heartbeat_timeout_seconds=args.heartbeat_timeout_seconds)
   if args.then_evaluate:
     from dsbs import evaluate  # pylint: disable=g-import-not-at-top
     result["test"] = evaluate.run(checkpoint=model_dir,
                                   task=loaded.experiment.mixture_or_task_name,
-                                  split=args.eval_split, output_dir=os.path.join(model_dir, "eval"))
+                                  split=args.eval_split, output_dir=os.path.join(model_dir, "eval"),
+                                  mesh=_mesh(cfg), fsdp=cfg.fsdp)
   return result
+
+
+def _mesh(cfg: TrainConfig) -> jax.sharding.Mesh:
+  devices = jax.devices()[:cfg.mesh_devices] if cfg.mesh_devices else None
+  return partitioning.make_mesh(data=cfg.mesh_data, model=cfg.mesh_model, devices=devices)
 
 
 def _macro(name: str) -> Any:
@@ -198,7 +212,9 @@ def _macro(name: str) -> Any:
 
 def parse_flags(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
   """T5X-style flags: --gin_file (repeatable), --gin.KEY=VALUE and --gin_bindings."""
-  parser = argparse.ArgumentParser(prog="python -m dsbs.train", description=__doc__.split("\n")[0])
+  parser = argparse.ArgumentParser(prog="python -m dsbs.train", description=__doc__.split("\n")[0],
+                                   epilog=_MULTIHOST_HELP,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--gin_file", action="append", default=[])
   parser.add_argument("--gin_bindings", action="append", default=[])
   parser.add_argument("--model_dir", default=None)
@@ -208,10 +224,10 @@ def parse_flags(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[st
   parser.add_argument("--then_evaluate", action="store_true",
                       help="evaluate the best checkpoint on --eval_split after training")
   parser.add_argument("--eval_split", default="test")
-  parser.add_argument("--multihost", action="store_true",
-                      help="call jax.distributed.initialize() (automatic on multi-host TPU VMs)")
+  multihost.add_flags(parser)
   compilation_cache.add_flag(parser)
   args, rest = parser.parse_known_args(argv)
+  multihost.check_flags(parser, args)
   bindings = list(args.gin_bindings)
   for r in rest:
     if not r.startswith("--gin.") or "=" not in r:
@@ -224,10 +240,26 @@ def parse_flags(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[st
   return args, bindings
 
 
-def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig) -> dict[str, Any]:
+_MULTIHOST_HELP = """\
+multi-host: every host runs the same command. launch/ (python -m launch.tpu run) runs
+  python3 -m dsbs.train --gin_file=... --model_dir=gs://... [--gin.KEY=VALUE ...]
+on --worker=all; on a Cloud TPU VM slice the processes join by themselves (--multihost does the
+same wherever JAX detects the cluster). Two processes on one machine, 4 CPU devices each:
+  XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m dsbs.train ... \\
+      --coordinator_address=127.0.0.1:12355 --num_processes=2 --process_id=0   # and =1
+Each process reads its own input shards; metrics, predictions and run files are written once.
+If a host stops, the others exit within --heartbeat_timeout_seconds; rerun the same command on
+every host to resume from the last checkpoint (exit codes: 2 bad experiment, 3 NaN/Inf loss).
+"""
+
+
+def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig, *,
+          wrap_input: Callable[[Iterator[input_pipeline.Batch]], Iterator[input_pipeline.Batch]]
+          | None = None, heartbeat_timeout_seconds: int | None = None) -> dict[str, Any]:
   """Trains the experiment into `model_dir` (resuming from its latest checkpoint).
 
-  Returns the final metrics.
+  `wrap_input` wraps this process's iterator of local batches, one batch out per batch in
+  (tests poison a batch or stop at a position with it). Returns the final metrics.
   """
   import seqio  # pylint: disable=g-import-not-at-top
   from dsbs import evaluate  # pylint: disable=g-import-not-at-top
@@ -242,8 +274,8 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig) -> dict[s
       logging.info("not read by dsbs.train: %s", line)
 
   # ---- Mesh and sharding rules ----------------------------------------------------------
-  devices = jax.devices()[:cfg.mesh_devices] if cfg.mesh_devices else None
-  mesh = partitioning.make_mesh(data=cfg.mesh_data, model=cfg.mesh_model, devices=devices)
+  mesh = _mesh(cfg)
+  multihost.log_start(mesh, heartbeat_timeout_seconds)
   rules = partitioning.logical_axis_rules(fsdp=cfg.fsdp)
   batch_sharding = NamedSharding(mesh, P("data"))
   replicated = NamedSharding(mesh, P())
@@ -254,6 +286,11 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig) -> dict[s
   converter = input_pipeline.kind_tagging_converter(exp.pack, exp.alpha, exp.loss_mode)
   in_cfg = input_pipeline.InputConfig(task_name, exp.task_feature_lengths, exp.batch_size,
                                       converter, seed=exp.seed)
+  input_shards = cfg.input_shards or jax.process_count()
+  train_input = input_pipeline.TrainInput(
+      in_cfg, input_shards, multihost.local_rows(batch_sharding, exp.batch_size))
+  data_size = mesh.shape["data"]
+  eval_batch = -(-cfg.eval_batch_size // data_size) * data_size  # whole rows per data shard
 
   # ---- Model ----------------------------------------------------------------------------
   overrides = dict(cfg.model_overrides)
@@ -311,23 +348,23 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig) -> dict[s
                                     keep=cfg.keep_checkpoints, best_metric=cfg.best_metric or None,
                                     async_save=cfg.async_checkpoints)
   data_key = {"seed": exp.seed, "batch_size": exp.batch_size, "pack": exp.pack,
-              "task": task_name, "lengths": dict(lengths),
-              "processes": jax.process_count()}
+              "task": task_name, "lengths": dict(lengths), "input_shards": input_shards}
   rng = jax.random.key(exp.seed)
   init_rng, dropout_rng = jax.random.split(rng)
   latest = ckpt.latest_step()
   if latest is not None:
     abstract_ps = checkpointing.abstract_like_shardings(abstract_params, param_shardings)
     abstract_os = checkpointing.abstract_like_shardings(abstract_opt, opt_shardings)
-    params, opt_state, meta = ckpt.restore(latest, abstract_ps, abstract_os)
+    meta = ckpt.read_meta(latest)
     if meta.get("data") != data_key:
       raise ValueError(f"{model_dir}: checkpoint {latest} was written with input {meta.get('data')}"
                        f", this run reads {data_key}; the data position would not match")
+    params, opt_state, meta = ckpt.restore(latest, abstract_ps, abstract_os, train_input)
     state = TrainState(step=jax.device_put(jnp.asarray(latest, jnp.int32), replicated),
                        params=params, opt_state=opt_state)
     batches_consumed = int(meta["batches_consumed"])
-    logging.info("resumed from %s step %d (%d batches consumed)", model_dir, latest,
-                 batches_consumed)
+    logging.info("resumed from %s step %d (%d batches consumed; input position restored)",
+                 model_dir, latest, batches_consumed)
   else:
     with jax.set_mesh(mesh):
       state = init_state(init_rng)
@@ -345,7 +382,7 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig) -> dict[s
         "gin_files": list(loaded.files), "gin_bindings": list(loaded.bindings),
         "not_read": list(loaded.skipped)})
     summaries.write_json(io_dir, "model_config.json", dataclasses.asdict(model_cfg))
-    summaries.write_json(io_dir, "provenance.json", _provenance(provider, loaded, mesh, env))
+    summaries.write_json(io_dir, "provenance.json", _provenance(provider, loaded, mesh, cfg.fsdp, env))
   log = summaries.RunLog(model_dir, start_step=step, total_steps=exp.train_steps, enabled=is_main,
                          tensorboard=cfg.tensorboard, progress=cfg.progress)
   eval_period, save_period = exp.eval_period, exp.saving_period
@@ -354,18 +391,19 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig) -> dict[s
     scalars = evaluate_losses(params)
     scores = evaluate.score_tasks(
         model_cfg, params, task_name, "validation", lengths,
-        batch_size=cfg.eval_batch_size, max_examples=cfg.eval_max_examples, mesh=mesh,
-        rules=rules, param_shardings=param_shardings)
+        batch_size=eval_batch, max_examples=cfg.eval_max_examples, mesh=mesh)
     scalars.update(scores)
     return scalars
+
+  eval_rows = multihost.local_rows(batch_sharding, eval_batch)
 
   def evaluate_losses(params) -> dict[str, float]:
     out = {}
     for task in _subtasks(provider):
       sums = np.zeros(2)
       eval_cfg = dataclasses.replace(in_cfg, mixture_or_task_name=task.name, split="validation",
-                                     global_batch_size=cfg.eval_batch_size)
-      for b in input_pipeline.eval_batches(eval_cfg):
+                                     global_batch_size=eval_batch)
+      for b in input_pipeline.eval_batches(eval_cfg, eval_rows):
         loss_sum, norm, _ = eval_step(params, input_pipeline.to_global(b, batch_shardings))
         sums += np.asarray(jax.device_get((loss_sum, norm)))
       out[f"loss/{task.name}"] = float(sums[0] / max(sums[1], 1e-9))
@@ -373,13 +411,14 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig) -> dict[s
 
   def save(step: int, metrics: dict[str, float] | None = None) -> None:
     meta = {"batches_consumed": batches_consumed, "data": data_key}
-    ckpt.save(step, state.params, state.opt_state, meta, metrics)
+    ckpt.save(step, state.params, state.opt_state, meta, metrics, input_position=train_input)
 
   # ---- Loop ------------------------------------------------------------------------------
-  batches = input_pipeline.train_batches(in_cfg, skip_batches=batches_consumed)
+  batches = train_input if wrap_input is None else wrap_input(train_input)
   batch_shardings = None
   finite = jnp.asarray(True)
-  tokens, input_wait = 0.0, 0.0
+  tokens = jnp.zeros((), jnp.float32)  # on device: summed over the global batch
+  input_wait = 0.0
   last_good = step
   final_eval: dict[str, float] = {}
   logging.info("training %s (%s) steps %d -> %d on mesh %s", task_name, exp.student, step,
@@ -392,12 +431,11 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig) -> dict[s
       batches_consumed += 1
       if batch_shardings is None:
         batch_shardings = {k: batch_sharding for k in local}
-      tokens += float(np.sum(local["decoder_target_tokens"] > 0)
-                      + np.sum(local["encoder_input_tokens"] > 0)) * jax.process_count()
       state, metrics = train_step(state, input_pipeline.to_global(local, batch_shardings),
                                   dropout_rng)
       step += 1
       finite = jnp.logical_and(finite, jnp.isfinite(metrics["loss"]))
+      tokens = tokens + metrics["num_tokens"]
       is_eval = eval_period > 0 and (step % eval_period == 0 or step == exp.train_steps)
       is_save = step % save_period == 0 or is_eval or step == exp.train_steps
       if step % cfg.log_period == 0 or is_save:
@@ -411,9 +449,9 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig) -> dict[s
         for k in ("loss_label", "loss_rationale", "loss_single"):
           if float(m[k + "_tokens"]) == 0:
             row.pop(k)
-        row.update(log.rates(step, tokens))
+        row.update(log.rates(step, float(jax.device_get(tokens))))
         row["input_wait_s"] = input_wait  # host time blocked on the input pipeline since last row
-        tokens, input_wait = 0.0, 0.0
+        tokens, input_wait = jnp.zeros((), jnp.float32), 0.0
         log.write(step, "train", row)
       if is_eval:
         final_eval = run_eval(state.params)
@@ -422,8 +460,6 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig) -> dict[s
       if is_save:
         save(step, final_eval if is_eval else None)
       log.advance(step)
-      if cfg.kill_at_step == step:
-        os.kill(os.getpid(), signal.SIGKILL)
   finally:
     ckpt.close()
     if is_main:
@@ -458,7 +494,7 @@ def _load_initial(path: str, model_cfg: Any, shardings: Any, abstract: Any) -> A
   return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x, np.float32), s), params, shardings)
 
 
-def _provenance(provider, loaded: experiment.Loaded, mesh, env: dict[str, Any]
+def _provenance(provider, loaded: experiment.Loaded, mesh, fsdp: bool, env: dict[str, Any]
                 ) -> dict[str, Any]:
   tasks = {}
   for t in _subtasks(provider):
@@ -473,7 +509,7 @@ def _provenance(provider, loaded: experiment.Loaded, mesh, env: dict[str, Any]
   return {"mixture_or_task": loaded.experiment.mixture_or_task_name, "tasks": tasks,
           "environment": env, "gin_files": list(loaded.files),
           "gin_bindings": list(loaded.bindings),
-          "mesh": dict(mesh.shape), "devices": jax.device_count(),
+          "mesh": dict(mesh.shape), "fsdp": fsdp, "devices": jax.device_count(),
           "processes": jax.process_count(), "versions": summaries.versions(),
           "host_malloc": hostmem.state(),
           "argv": sys.argv, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

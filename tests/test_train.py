@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+import run_worker
 import test_train_support as support
 from dsbs import checkpointing, experiment, train
 
@@ -116,13 +117,16 @@ def test_paper_loss_normalisation():
 
 
 def test_sigkill_resume_equals_uninterrupted(full_run, tmp_path):
-  """Killed by SIGKILL after step 5 (async save maybe in flight), resumed: same parameters."""
+  """SIGKILLed by the harness after step 5 (async save maybe in flight), resumed: same params."""
   gin_file = support.tiny_gin(str(tmp_path / "k.gin"), steps=6, extra=_EXTRA)
   run_dir = tmp_path / "killed"
-  r = subprocess.run([support.PYTHON, "-m", "dsbs.train", f"--gin_file={gin_file}",
-                      f"--model_dir={run_dir}", "--gin.TrainConfig.kill_at_step=5"],
-                     env=support.subprocess_env(), capture_output=True, text=True, timeout=240)
-  assert r.returncode == -9, r.stderr[-2000:]
+  marker = str(tmp_path / "at_step_5")
+  argv = run_worker.worker_argv({"stop_before": 5, "marker": marker},
+                                [f"--gin_file={gin_file}", f"--model_dir={run_dir}"])
+  with run_worker.Group([argv], support.subprocess_env(), str(tmp_path / "logs")) as group:
+    assert run_worker.wait_for(marker, group, timeout=240), group.tail()
+    group.kill(0)
+    assert group.wait(30) == [-9], group.tail()
   assert checkpointing.Checkpointer(str(run_dir / "checkpoints")).latest_step() in (2, 4)
   train.main([f"--gin_file={gin_file}", f"--model_dir={run_dir}"])  # resumes
   a, b = _params(full_run[0], 6), _params(run_dir, 6)
@@ -131,12 +135,24 @@ def test_sigkill_resume_equals_uninterrupted(full_run, tmp_path):
   assert resumed[-1] == 6 and resumed.count(6) == 1
 
 
+def _poison_from(n: int):
+  """A test-only input wrapper: the loss weights of local batch n and later are NaN."""
+  def wrap(batches):
+    for i, batch in enumerate(batches, start=1):
+      if i >= n:
+        batch = dict(batch, decoder_loss_weights=np.full_like(batch["decoder_loss_weights"],
+                                                              np.nan))
+      yield batch
+  return wrap
+
+
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
   extra = "SAVING_PERIOD = 2\nEVAL_PERIOD = 100\n" \
-          "TrainConfig.log_period = 100\nTrainConfig.inject_nan_at_step = 4\n" \
-          "TrainConfig.eval_max_examples = 4"
+          "TrainConfig.log_period = 100\nTrainConfig.eval_max_examples = 4"
+  gin_file = support.tiny_gin(str(tmp_path / "nan.gin"), steps=6, extra=extra)
   with pytest.raises(train.NonFiniteLossError, match=r"NaN/Inf between step 2 and step 4.*step 2"):
-    _run(tmp_path, "nan", 6, extra)
+    train.main([f"--gin_file={gin_file}", f"--model_dir={tmp_path / 'nan'}"],
+               wrap_input=_poison_from(4))
   ckpt = checkpointing.Checkpointer(str(tmp_path / "nan" / "checkpoints"))
   assert ckpt.all_steps() == [2]
   params = _params(tmp_path / "nan", 2)
