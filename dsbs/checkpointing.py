@@ -25,6 +25,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
+from dsbs import multihost
 from dsbs.data import io
 
 
@@ -74,6 +75,7 @@ class Checkpointer:
                best_mode: str = "max", async_save: bool = True):
     if best_mode not in ("max", "min"):
       raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
+    directory = directory if io.is_remote(directory) else os.path.abspath(directory)  # Orbax's need
     self.directory = directory
     self.best_metric = best_metric
     policies: list[cm.PreservationPolicy] = [cm.LatestN(n=keep)]
@@ -85,8 +87,11 @@ class Checkpointer:
         enable_async_checkpointing=async_save,
         # The input item is written synchronously into its directory: create it first.
         async_options=ocp.options.AsyncOptions(create_directories_asynchronously=False),
-        create=True,
+        create=jax.process_count() == 1,
+        **multihost.checkpoint_options(),
     )
+    if jax.process_count() > 1:  # Orbax leaves the root to us with several processes
+      io.makedirs(directory)
     self._manager = ocp.CheckpointManager(directory, item_names=_ITEMS, options=options)
     self._best_mode = best_mode
     self._best = _read_best(directory)

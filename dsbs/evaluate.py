@@ -113,9 +113,15 @@ def make_decoder(model_cfg, params, *, decode: str = "greedy", num_beams: int = 
   run = _compiled_decoder(model_cfg, decode, num_beams, max_decode_length, mesh)
   rows_sharding = NamedSharding(mesh, P("data"))
 
+  compiled = []
+
   def decoder(tokens: np.ndarray) -> np.ndarray:
     rows = multihost.local_rows(rows_sharding, len(tokens))
-    out = run(params, jax.make_array_from_process_local_data(rows_sharding, tokens[rows]))
+    tokens = jax.make_array_from_process_local_data(rows_sharding, tokens[rows])
+    if not compiled:
+      multihost.compile_together(run, params, tokens, name="decoder")
+      compiled.append(True)
+    out = run(params, tokens)
     return np.asarray(out.addressable_data(0))  # replicated: every process holds all rows
 
   return decoder
@@ -128,17 +134,9 @@ def _on_mesh(params: Any, mesh: jax.sharding.Mesh) -> Any:
   def place(x):
     if isinstance(x, jax.Array) and getattr(x.sharding, "mesh", None) == mesh:
       return x
-    return _put(np.asarray(x) if not isinstance(x, jax.Array) else x, replicated)
+    return multihost.global_array(x, replicated)
 
   return jax.tree.map(place, params)
-
-
-def _put(x: Any, sharding: jax.sharding.Sharding) -> jax.Array:
-  """A global array from a value every process holds in full (numpy or a local array)."""
-  if isinstance(x, jax.Array) and x.is_fully_addressable and jax.process_count() == 1:
-    return jax.device_put(x, sharding)
-  host = np.asarray(x)
-  return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 @functools.lru_cache(maxsize=8)
@@ -296,7 +294,7 @@ def load_checkpoint(path: str, model: str | None = None, *,
   if mesh is not None:
     info["fsdp"] = bool(fsdp)
     _, shardings = _param_layout(model_cfg, mesh, info["fsdp"])
-    params = jax.tree.map(_put, params, shardings)
+    params = jax.tree.map(multihost.global_array, params, shardings)
   return model_cfg, params, info
 
 
@@ -353,7 +351,7 @@ def run(checkpoint: str, task: str | None = None, split: str = "test", *,
     known = _run_info(checkpoint.rstrip("/")) or {}
     mesh = partitioning.make_mesh(data=-1, model=mesh_model or known.get("mesh_model", 1))
   model_cfg, params, info = load_checkpoint(checkpoint, model, mesh=mesh, fsdp=fsdp)
-  multihost.log_start(mesh)
+  multihost.print_start(mesh)
   exp = info.get("experiment", {})
   if exp.get("module"):  # registers the experiment's user datasets
     __import__(exp["module"])
@@ -420,4 +418,5 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-  print(json.dumps(main()["metrics"], indent=2), file=sys.stdout)
+  with multihost.fail_fast():
+    print(json.dumps(main()["metrics"], indent=2), file=sys.stdout)

@@ -25,11 +25,16 @@ pipeline and the evaluation decoders build their per-process data from it.
 from __future__ import annotations
 
 import argparse
-import logging
+import contextlib
+import itertools
 import os
+import sys
+import traceback
+from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
 _LOOPBACK = ("127.", "localhost", "[::1]", "::1")
 
@@ -90,6 +95,30 @@ def initialize(args: argparse.Namespace) -> bool:
   return True
 
 
+@contextlib.contextmanager
+def fail_fast(*expected: type[BaseException]) -> Iterator[None]:
+  """Ends this process at once on an unexpected exception when several processes run.
+
+  The traceback is printed and the process exits with code 1 without JAX's shutdown barrier,
+  where it would wait for processes that are themselves waiting in a collective for it; they
+  then stop within the heartbeat timeout. `expected` exceptions (raised alike on every process:
+  a bad experiment, a NaN loss) propagate for the caller to report.
+  """
+  try:
+    yield
+  except expected:
+    raise
+  except Exception:  # pylint: disable=broad-except
+    if not (jax.distributed.is_initialized() and jax.process_count() > 1):
+      raise
+    traceback.print_exc()
+    print(f"error: process {jax.process_index()} failed (above); stopping it now so that the "
+          "other processes stop too", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)  # pylint: disable=protected-access
+
+
 def describe(mesh: jax.sharding.Mesh | None = None) -> str:
   """One line: host count, this process, its devices, the mesh."""
   line = (f"process {jax.process_index()} of {jax.process_count()}: "
@@ -100,12 +129,53 @@ def describe(mesh: jax.sharding.Mesh | None = None) -> str:
   return line
 
 
-def log_start(mesh: jax.sharding.Mesh, heartbeat_timeout_seconds: int | None = None) -> None:
-  logging.info("%s", describe(mesh))
+def print_start(mesh: jax.sharding.Mesh, heartbeat_timeout_seconds: int | None = None) -> None:
+  """Says on stderr, on every process, where it runs (each host's log shows its own line)."""
+  line = describe(mesh)
   if jax.process_count() > 1 and heartbeat_timeout_seconds:
-    logging.info("a host that stops makes the others exit within about %d s (JAX distributed "
-                 "heartbeat); relaunch the same command on every host to resume",
-                 heartbeat_timeout_seconds)
+    line += (f"; if a host stops, the others exit within about {heartbeat_timeout_seconds} s: "
+             "relaunch the same command on every host to resume")
+  print(line, file=sys.stderr, flush=True)
+
+
+_barriers = itertools.count()
+
+
+def barrier(name: str, timeout_s: int = 600) -> None:
+  """Waits until every process gets here: a barrier of the distributed runtime's coordination
+  service (no device collective). A no-op on one process."""
+  if jax.process_count() > 1:
+    ocp.multihost.sync_global_processes(f"dsbs-{name}-{next(_barriers)}", timeout=timeout_s,
+                                        processes=set(range(jax.process_count())))
+
+
+def compile_together(fn: Callable[..., Any], *args: Any, name: str) -> None:
+  """Compiles the jitted `fn` for `args`, then waits for the other processes to do the same.
+
+  Call it before the first call of a program with collectives. A process joins a device
+  group's first collective only after compiling the program, and XLA:CPU's collectives (gloo)
+  give up when the others arrive more than 30 s later: a loaded host or a compilation-cache
+  miss on one process is enough. The call that follows finds the program compiled (JAX's
+  in-memory cache). A no-op on one process.
+  """
+  if jax.process_count() > 1:
+    fn.lower(*args).compile()
+    barrier(f"compiled-{name}")
+
+
+def checkpoint_options() -> dict[str, Any]:
+  """Orbax CheckpointManagerOptions for this process group: on several processes, barriers of
+  the coordination service rather than device collectives (see `compile_together`)."""
+  if jax.process_count() == 1:
+    return {}
+  return {"multiprocessing_options": ocp.options.MultiprocessingOptions(
+      active_processes=set(range(jax.process_count())))}
+
+
+def global_array(value: Any, sharding: jax.sharding.Sharding) -> jax.Array:
+  """A global array on `sharding` from a host value that every process holds in full."""
+  host = np.asarray(value)
+  return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def local_rows(sharding: jax.sharding.Sharding, num_rows: int) -> np.ndarray:

@@ -275,7 +275,7 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig, *,
 
   # ---- Mesh and sharding rules ----------------------------------------------------------
   mesh = _mesh(cfg)
-  multihost.log_start(mesh, heartbeat_timeout_seconds)
+  multihost.print_start(mesh, heartbeat_timeout_seconds)
   rules = partitioning.logical_axis_rules(fsdp=cfg.fsdp)
   batch_sharding = NamedSharding(mesh, P("data"))
   replicated = NamedSharding(mesh, P())
@@ -360,13 +360,14 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig, *,
       raise ValueError(f"{model_dir}: checkpoint {latest} was written with input {meta.get('data')}"
                        f", this run reads {data_key}; the data position would not match")
     params, opt_state, meta = ckpt.restore(latest, abstract_ps, abstract_os, train_input)
-    state = TrainState(step=jax.device_put(jnp.asarray(latest, jnp.int32), replicated),
+    state = TrainState(step=multihost.global_array(np.int32(latest), replicated),
                        params=params, opt_state=opt_state)
     batches_consumed = int(meta["batches_consumed"])
     logging.info("resumed from %s step %d (%d batches consumed; input position restored)",
                  model_dir, latest, batches_consumed)
   else:
     with jax.set_mesh(mesh):
+      multihost.compile_together(init_state, init_rng, name="init")
       state = init_state(init_rng)
     if exp.initial_checkpoint_path:
       state = state.replace(params=_load_initial(exp.initial_checkpoint_path, model_cfg,
@@ -397,6 +398,8 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig, *,
 
   eval_rows = multihost.local_rows(batch_sharding, eval_batch)
 
+  compiled: set[str] = set()
+
   def evaluate_losses(params) -> dict[str, float]:
     out = {}
     for task in _subtasks(provider):
@@ -404,7 +407,11 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig, *,
       eval_cfg = dataclasses.replace(in_cfg, mixture_or_task_name=task.name, split="validation",
                                      global_batch_size=eval_batch)
       for b in input_pipeline.eval_batches(eval_cfg, eval_rows):
-        loss_sum, norm, _ = eval_step(params, input_pipeline.to_global(b, batch_shardings))
+        b = input_pipeline.to_global(b, batch_shardings)
+        if "eval_step" not in compiled:
+          multihost.compile_together(eval_step, params, b, name="eval_step")
+          compiled.add("eval_step")
+        loss_sum, norm, _ = eval_step(params, b)
         sums += np.asarray(jax.device_get((loss_sum, norm)))
       out[f"loss/{task.name}"] = float(sums[0] / max(sums[1], 1e-9))
     return out
@@ -416,8 +423,9 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig, *,
   # ---- Loop ------------------------------------------------------------------------------
   batches = train_input if wrap_input is None else wrap_input(train_input)
   batch_shardings = None
-  finite = jnp.asarray(True)
-  tokens = jnp.zeros((), jnp.float32)  # on device: summed over the global batch
+  finite = multihost.global_array(True, replicated)
+  zero = multihost.global_array(np.float32(0), replicated)
+  tokens = zero  # on device: summed over the global batch
   input_wait = 0.0
   last_good = step
   final_eval: dict[str, float] = {}
@@ -431,8 +439,11 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig, *,
       batches_consumed += 1
       if batch_shardings is None:
         batch_shardings = {k: batch_sharding for k in local}
-      state, metrics = train_step(state, input_pipeline.to_global(local, batch_shardings),
-                                  dropout_rng)
+      batch = input_pipeline.to_global(local, batch_shardings)
+      if "train_step" not in compiled:
+        multihost.compile_together(train_step, state, batch, dropout_rng, name="train_step")
+        compiled.add("train_step")
+      state, metrics = train_step(state, batch, dropout_rng)
       step += 1
       finite = jnp.logical_and(finite, jnp.isfinite(metrics["loss"]))
       tokens = tokens + metrics["num_tokens"]
@@ -451,7 +462,7 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig, *,
             row.pop(k)
         row.update(log.rates(step, float(jax.device_get(tokens))))
         row["input_wait_s"] = input_wait  # host time blocked on the input pipeline since last row
-        tokens, input_wait = jnp.zeros((), jnp.float32), 0.0
+        tokens, input_wait = zero, 0.0
         log.write(step, "train", row)
       if is_eval:
         final_eval = run_eval(state.params)
@@ -491,7 +502,8 @@ def _load_initial(path: str, model_cfg: Any, shardings: Any, abstract: Any) -> A
   got = jax.tree.map(lambda a: np.shape(a), params)
   if shapes != got:
     raise ValueError(f"{path}: parameter shapes do not match the model config")
-  return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x, np.float32), s), params, shardings)
+  return jax.tree.map(lambda x, s: multihost.global_array(np.asarray(x, np.float32), s), params,
+                      shardings)
 
 
 def _provenance(provider, loaded: experiment.Loaded, mesh, fsdp: bool, env: dict[str, Any]
@@ -518,7 +530,8 @@ def _provenance(provider, loaded: experiment.Loaded, mesh, fsdp: bool, env: dict
 def cli(argv: Sequence[str] | None = None) -> int:
   """`python -m dsbs.train`: exit code 0, 2 for a bad experiment, 3 for a NaN/Inf loss."""
   try:
-    out = main(argv)
+    with multihost.fail_fast(experiment.ExperimentError, NonFiniteLossError):
+      out = main(argv)
   except experiment.ExperimentError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

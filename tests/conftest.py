@@ -25,3 +25,21 @@ def data_dir() -> str:
   if d is None:
     pytest.skip("released data not found: set DSBS_TEST_DATA_DIR or place it at ../shared/data/dsbs")
   return d
+
+
+def pytest_addoption(parser):
+  parser.addoption("--runslow", action="store_true",
+                   help="also run the tests marked slow (skipped by default to keep CI short)")
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: a long test, run with --runslow or -m slow")
+
+
+def pytest_collection_modifyitems(config, items):
+  if config.getoption("--runslow") or "slow" in (config.getoption("-m") or ""):
+    return
+  skip = pytest.mark.skip(reason="slow: run with --runslow (or -m slow)")
+  for item in items:
+    if "slow" in item.keywords:
+      item.add_marker(skip)

@@ -153,7 +153,9 @@ def main(argv: Sequence[str]) -> int:
     from dsbs import multihost  # pylint: disable=g-import-not-at-top
     multihost.initialize(args)  # train.main's own call then finds it done
     _write_shard_ids(options["shard_ids"], train_argv)
-  result = train.main(train_argv, wrap_input=wrap)
+  from dsbs import multihost  # pylint: disable=g-import-not-at-top
+  with multihost.fail_fast():
+    result = train.main(train_argv, wrap_input=wrap)
   print("RESULT=" + json.dumps(result, default=str), flush=True)
   return 0
 
