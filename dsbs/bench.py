@@ -420,6 +420,51 @@ def input_pipeline_rate(bc: BenchConfig) -> dict[str, Any]:
   return {"input_examples_per_s": bc.batch * bc.input_batches / dt, "input_task": bc.input_task}
 
 
+def input_resume_times(task: str, lengths: dict[str, int], batch: int, position: int
+                       ) -> dict[str, Any]:
+  """Seconds until a resumed run has its next training batch, two ways, at `position` batches.
+
+  `skip`: re-read and drop the consumed batches (tf.data `skip`); `restore`: read back the
+  tf.data iterator state saved at that position (what `dsbs.train` does). Both are checked to
+  give the very batch an uninterrupted pipeline gives next. `fresh`: a new pipeline's first
+  batch, the cost both include.
+  """
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top  (jax after --host_devices)
+  from dsbs import input_pipeline  # pylint: disable=g-import-not-at-top
+  import dsbs.tasks  # pylint: disable=g-import-not-at-top,unused-import  (registers tasks)
+  conv = input_pipeline.kind_tagging_converter(False, 0.5, "paper")
+  cfg = input_pipeline.InputConfig(task, lengths, batch, conv)
+  out: dict[str, Any] = {"task": task, "batch": batch, "position": position}
+  t0 = time.perf_counter()
+  next(input_pipeline.TrainInput(cfg, 1))
+  out["fresh_s"] = time.perf_counter() - t0
+  running = input_pipeline.TrainInput(cfg, 1)
+  for _ in range(position):
+    next(running)
+  with tempfile.TemporaryDirectory() as state_dir:
+    t0 = time.perf_counter()
+    running.save(state_dir)
+    out["save_s"] = time.perf_counter() - t0
+    out["state_bytes"] = sum(os.path.getsize(os.path.join(state_dir, f))
+                             for f in os.listdir(state_dir))
+    want = next(running)
+    t0 = time.perf_counter()
+    restored = input_pipeline.TrainInput(cfg, 1)
+    restored.restore(state_dir)
+    got_restore = next(restored)
+    out["restore_s"] = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  skipped = iter(input_pipeline.converted_dataset(
+      cfg, shard=(0, 1), rows=batch, num_epochs=None, drop_remainder=True).skip(position))
+  got_skip = {k: v.numpy() for k, v in next(skipped).items()}
+  out["skip_s"] = time.perf_counter() - t0
+  for name, got in (("restore", got_restore), ("skip", got_skip)):
+    if any(not np.array_equal(want[k], got[k]) for k in want):
+      raise AssertionError(f"{name} did not continue with the next batch")
+  return out
+
+
 # ---------------------------------------------------------------------------------------------
 # PyTorch peer (transformers)
 # ---------------------------------------------------------------------------------------------
@@ -685,6 +730,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                       help="CPU: split the host into N XLA devices, data-parallel step")
   parser.add_argument("--train_steps", type=int, default=None)
   parser.add_argument("--json_out", default=None, help="also write the full JSON result here")
+  parser.add_argument("--input_resume", type=int, default=None, metavar="N",
+                      help="only measure resuming the input pipeline at batch N of the config's "
+                      "input task: re-reading the consumed batches vs restoring the saved "
+                      "iterator state")
   args = parser.parse_args(argv)
   bad = set(filter(None, args.peers.split(","))) - {"torch", "t5x"}
   if bad:
@@ -702,6 +751,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_"
                                f"device_count={args.host_devices}").strip()
   bc = CONFIGS[args.config]
+  if args.input_resume is not None:
+    if not bc.input_task:
+      raise SystemExit(f"--input_resume: config {args.config} has no input task")
+    result = input_resume_times(bc.input_task, {"inputs": bc.input_len,
+                                                "targets": bc.target_len}, bc.batch,
+                                args.input_resume)
+    print(json.dumps(result, indent=1))
+    return result
   if args.train_steps:
     bc = dataclasses.replace(bc, train_steps=args.train_steps)
   result = run(bc, [p for p in args.peers.split(",") if p], name=args.config)

@@ -173,7 +173,8 @@ def find_params_dir(path: str) -> tuple[str, int | None]:
     return os.path.join(path, "params"), int(base) if base.isdigit() else None
   ckpt_root = checkpoint_dir(path) if os.path.isdir(checkpoint_dir(path)) else path
   mngr = ocp.CheckpointManager(ckpt_root, item_names=_ITEMS,
-                               options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+                               options=ocp.CheckpointManagerOptions(
+                                   read_only=True, create=False, **multihost.checkpoint_options()))
   try:
     steps = mngr.all_steps()
     if not steps:
@@ -202,12 +203,17 @@ def _read_best(directory: str) -> dict[str, Any] | None:
 
 
 def restore_params(params_dir: str, abstract_params: PyTree | None = None) -> PyTree:
-  """Reads one `params/` item; with `abstract_params`, onto their shardings and dtypes."""
-  ckptr = ocp.StandardCheckpointer()
+  """Reads one `params/` item; with `abstract_params`, onto their shardings and dtypes, else
+  whole onto this process's first device (whatever mesh and host count wrote it)."""
+  ckptr = ocp.StandardCheckpointer(**multihost.checkpoint_options())
+  path = os.path.abspath(params_dir) if not io.is_remote(params_dir) else params_dir
   try:
     if abstract_params is None:
-      return ckptr.restore(os.path.abspath(params_dir))
-    return ckptr.restore(os.path.abspath(params_dir), abstract_params)
+      device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      abstract_params = jax.tree.map(
+          lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+          ckptr.metadata(path).item_metadata.tree)
+    return ckptr.restore(path, abstract_params)
   finally:
     ckptr.close()
 
