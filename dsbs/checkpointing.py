@@ -11,6 +11,7 @@ Preservation: the latest `keep` checkpoints are kept, plus the one with the best
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
@@ -74,7 +75,9 @@ class Checkpointer:
     if saved and metrics is not None and self.best_metric:
       value = float(metrics[self.best_metric])
       old = None if self._best is None else self._best["value"]
-      if old is None or (value > old if self._best_mode == "max" else value < old):
+      # Ties go to the later step, as orbax's BestN keeps the last of equal values: best.json
+      # must name a step that the preservation policy keeps.
+      if old is None or (value >= old if self._best_mode == "max" else value <= old):
         self._best = {"step": int(step), "metric": self.best_metric, "value": value}
         with io.atomic_write_text(os.path.join(self.directory, "best.json")) as f:
           json.dump(self._best, f)
@@ -133,6 +136,9 @@ def _best_from_metadata(mngr: ocp.CheckpointManager, steps) -> int | None:
   best = _read_best(str(mngr.directory))
   if best is not None and best["step"] in steps:
     return int(best["step"])
+  if best is not None:  # written before ties followed the keep policy
+    logging.warning("%s: best.json names step %s, which is no longer kept; using step %d",
+                    mngr.directory, best["step"], max(steps))
   return None
 
 

@@ -54,3 +54,16 @@ def test_missing_checkpoints_are_a_clear_error(tmp_path):
     checkpointing.find_params_dir(str(tmp_path / "empty"))
   with pytest.raises(ValueError, match="best_mode"):
     checkpointing.Checkpointer(str(tmp_path / "c"), best_mode="top")
+
+
+def test_tied_best_names_a_kept_checkpoint(tmp_path):
+  """Equal validation scores: best.json names the checkpoint the keep policy preserves (the
+  later one), so evaluating the run dir tests the best, not the latest, checkpoint."""
+  root = str(tmp_path / "run" / "checkpoints")
+  ck = checkpointing.Checkpointer(root, keep=1, best_metric="accuracy", async_save=False)
+  for step, acc in ((250, 17.0), (500, 21.0), (750, 21.0), (1000, 18.0), (1250, 17.0)):
+    ck.save(step, *_state(float(step)), {"batches_consumed": step}, {"accuracy": acc})
+  ck.close()
+  assert ck.all_steps() == [750, 1250]
+  assert json.loads((tmp_path / "run" / "checkpoints" / "best.json").read_text())["step"] == 750
+  assert checkpointing.find_params_dir(str(tmp_path / "run"))[1] == 750
