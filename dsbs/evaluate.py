@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dsbs import compilation_cache
-from dsbs.data import io
+from dsbs import fileio
 
 EOS_ID = 1
 
@@ -225,7 +225,7 @@ def load_checkpoint(path: str, model: str | None = None) -> tuple[Any, Any, dict
     params = checkpointing.restore_params(params_dir)
     info = {"kind": "dsbs", "run_dir": run_dir, "params_dir": params_dir, "step": step}
     exp_file = os.path.join(run_dir, "experiment.json")
-    if io.exists(exp_file):
+    if fileio.exists(exp_file):
       info["experiment"] = summaries.read_json(exp_file)
     return model_cfg, params, info
   from dsbs.model import checkpoints  # pylint: disable=g-import-not-at-top
@@ -240,7 +240,7 @@ def _find_run_dir(path: str) -> str | None:
   """The run dir holding `model_config.json` at `path` or up to two levels above it."""
   cand = path
   for _ in range(3):
-    if io.exists(os.path.join(cand, "model_config.json")):
+    if fileio.exists(os.path.join(cand, "model_config.json")):
       return cand
     cand = os.path.dirname(cand)
   return None
@@ -273,10 +273,10 @@ def run(checkpoint: str, task: str | None = None, split: str = "test", *,
             "num_beams": num_beams if decode == "beam" else None, "checkpoint": checkpoint,
             "step": info.get("step"), "metrics": metrics}
   output_dir = output_dir or os.path.join(info.get("run_dir") or ".", f"eval_{split}")
-  io.makedirs(output_dir)
-  with io.atomic_write_text(os.path.join(output_dir, "metrics.json")) as f:
+  fileio.makedirs(output_dir)
+  with fileio.atomic_write_text(os.path.join(output_dir, "metrics.json")) as f:
     json.dump(result, f, indent=2)
-  with io.atomic_write_text(os.path.join(output_dir, "predictions.jsonl")) as f:
+  with fileio.atomic_write_text(os.path.join(output_dir, "predictions.jsonl")) as f:
     for row in predictions:
       f.write(json.dumps(row) + "\n")
   logging.info("wrote %s (%d predictions)", output_dir, len(predictions))

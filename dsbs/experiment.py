@@ -38,7 +38,7 @@ from typing import Any, Iterable
 import gin
 from gin import config_parser
 
-from dsbs.data import io
+from dsbs import fileio
 
 REPO_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             "gin_configs")
@@ -137,7 +137,7 @@ def _resolve_include(name: str, including_file: str | None, search_path: Iterabl
   cands.append(os.path.join(REPO_GIN_DIR, os.path.basename(name)) if name.startswith("gin_configs/")
                else os.path.join(REPO_GIN_DIR, name))
   for c in cands:
-    if io.exists(c):
+    if fileio.exists(c):
       return c
   return None
 
@@ -165,7 +165,7 @@ class _Reader:
     if path in self.files:
       raise ExperimentError(f"{path}: included twice (include cycle?)")
     self.files.append(path)
-    with io.open_text(path) as f:
+    with fileio.open_text(path) as f:
       self.read_text(f.read(), path)
 
   def read_text(self, text: str, filename: str) -> None:

@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any
 
-from dsbs.data import io
+from dsbs import fileio
 
 
 class RunLog:
@@ -32,8 +32,8 @@ class RunLog:
     self._use_tb = tensorboard and enabled
     self._bar = None
     if enabled:
-      io.makedirs(run_dir)
-      self._jsonl = io.open_text(os.path.join(run_dir, "metrics.jsonl"), "a")
+      fileio.makedirs(run_dir)
+      self._jsonl = fileio.open_text(os.path.join(run_dir, "metrics.jsonl"), "a")
       if progress:
         import tqdm  # pylint: disable=g-import-not-at-top
         self._bar = tqdm.tqdm(total=total_steps, initial=start_step, desc="train",
@@ -103,18 +103,18 @@ def _jsonable(v: Any) -> Any:
 
 
 def write_json(run_dir: str, name: str, obj: Any) -> None:
-  with io.atomic_write_text(os.path.join(run_dir, name)) as f:
+  with fileio.atomic_write_text(os.path.join(run_dir, name)) as f:
     json.dump(obj, f, indent=2, sort_keys=True, default=str)
     f.write("\n")
 
 
 def write_text(run_dir: str, name: str, text: str) -> None:
-  with io.atomic_write_text(os.path.join(run_dir, name)) as f:
+  with fileio.atomic_write_text(os.path.join(run_dir, name)) as f:
     f.write(text)
 
 
 def read_json(path: str) -> Any:
-  with io.open_text(path) as f:
+  with fileio.open_text(path) as f:
     return json.load(f)
 
 

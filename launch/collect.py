@@ -33,7 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # run as a script from a checkout
   sys.path.insert(0, REPO)
 
-from dsbs.data import io  # pylint: disable=g-import-not-at-top,wrong-import-position
+from dsbs import fileio  # pylint: disable=g-import-not-at-top,wrong-import-position
 from dsbs.data import record  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 JOB_FILE = "dsbs_job.json"
@@ -47,18 +47,18 @@ class CollectError(ValueError):
 
 
 def _join(a: str, b: str) -> str:
-  return posixpath.join(a, b) if io.is_remote(a) else os.path.join(a, b)
+  return posixpath.join(a, b) if fileio.is_remote(a) else os.path.join(a, b)
 
 
 def _isdir(path: str) -> bool:
-  if io.is_remote(path):
+  if fileio.is_remote(path):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     return tf.io.gfile.isdir(path)
   return os.path.isdir(path)
 
 
 def _children(path: str) -> list[str]:
-  return [_join(path, c.rstrip("/")) for c in io.listdir(path)]
+  return [_join(path, c.rstrip("/")) for c in fileio.listdir(path)]
 
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:
@@ -79,7 +79,7 @@ def _metric_files(run_dir: str) -> list[tuple[str, str, str]]:
   for source_dir, source in [(run_dir, "")] + [(d, posixpath.basename(d.rstrip("/")))
                                                 for d in _children(run_dir) if _isdir(d)]:
     ie = _join(source_dir, "inference_eval")
-    if not io.exists(ie):
+    if not fileio.exists(ie):
       continue
     for p in _children(ie):
       name = posixpath.basename(p)
@@ -89,7 +89,7 @@ def _metric_files(run_dir: str) -> list[tuple[str, str, str]]:
 
 
 def is_run_dir(path: str) -> bool:
-  return any(io.exists(_join(path, n)) for n in (JOB_FILE, "inference_eval", RUNNER_METRICS,
+  return any(fileio.exists(_join(path, n)) for n in (JOB_FILE, "inference_eval", RUNNER_METRICS,
                                                   "experiment.json"))
 
 
@@ -98,7 +98,7 @@ def find_run_dirs(paths: Iterable[str], depth: int = 2) -> list[str]:
   out = []
   for path in paths:
     path = path.rstrip("/")
-    if not io.exists(path):
+    if not fileio.exists(path):
       raise CollectError(f"{path}: no such directory")
     frontier = [path]
     for _ in range(depth + 1):
@@ -131,8 +131,8 @@ def collect_run(run_dir: str, select: str = "last", metric: str = "accuracy") ->
   """Table rows of one run dir (empty when it has no metrics yet)."""
   cell: dict[str, Any] = {}
   job = _join(run_dir, JOB_FILE)
-  if io.exists(job):
-    with io.open_text(job) as f:
+  if fileio.exists(job):
+    with fileio.open_text(job) as f:
       try:
         cell = json.load(f)
       except json.JSONDecodeError as e:
@@ -146,7 +146,7 @@ def collect_run(run_dir: str, select: str = "last", metric: str = "accuracy") ->
       rows.append({**base, "source": source, "eval_task": task, "step": best["step"],
                    **_numeric(best)})
   runner = _join(run_dir, RUNNER_METRICS)
-  if io.exists(runner):
+  if fileio.exists(runner):
     evals = [r for r in _read_jsonl(runner) if r.get("kind") == "eval"]
     if evals:
       best = _pick(evals, select, metric, runner)
@@ -238,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = group_seeds(rows)
   text = format_table(rows, args.format)
   if args.output:
-    with io.atomic_write_text(args.output) as f:
+    with fileio.atomic_write_text(args.output) as f:
       f.write(text)
   else:
     sys.stdout.write(text)

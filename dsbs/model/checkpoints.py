@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from dsbs.data import io
+from dsbs import fileio
 from dsbs.model import hf, t5x
 from dsbs.model.config import T5Config, get_config
 
@@ -20,7 +20,7 @@ write_t5x_checkpoint = t5x.write_t5x_checkpoint
 
 def detect_format(path: str) -> str:
   """'hf' for a save_pretrained dir, else 't5x' (T5X msgpack+tensorstore or Orbax)."""
-  return "hf" if io.exists(f"{path.rstrip('/')}/config.json") else "t5x"
+  return "hf" if fileio.exists(f"{path.rstrip('/')}/config.json") else "t5x"
 
 
 def load_checkpoint(path: str, config: T5Config | str | None = None,

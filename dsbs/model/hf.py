@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from dsbs.data import io
+from dsbs import fileio
 from dsbs.model import param_tree
 from dsbs.model.config import T5Config
 
@@ -190,12 +190,12 @@ def _read_state_dict(local_dir: str) -> dict[str, np.ndarray]:
 
 
 def _localize(path: str) -> tuple[str, tempfile.TemporaryDirectory | None]:
-  if not io.is_remote(path):
+  if not fileio.is_remote(path):
     return path, None
   tmp = tempfile.TemporaryDirectory(prefix="dsbs-hf-")
-  for name in io.listdir(path):
+  for name in fileio.listdir(path):
     if name.endswith((".json", ".safetensors", ".bin", ".model")):
-      with io.open_bytes(f"{path.rstrip('/')}/{name}") as src, \
+      with fileio.open_bytes(f"{path.rstrip('/')}/{name}") as src, \
           open(os.path.join(tmp.name, name), "wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 24)
   return tmp.name, tmp
@@ -278,14 +278,14 @@ def export_hf(params: Mapping[str, Any], config: T5Config, out_dir: str,
     tensors[hf_name] = np.ascontiguousarray(value.T if how == "T" else value)
   if config.logits_via_embedding:  # transformers ties lm_head to shared; write it explicitly too
     tensors["lm_head.weight"] = tensors["shared.weight"].copy()
-  local_dir, remote = (tempfile.mkdtemp(prefix="dsbs-hf-out-"), out_dir) if io.is_remote(
+  local_dir, remote = (tempfile.mkdtemp(prefix="dsbs-hf-out-"), out_dir) if fileio.is_remote(
       out_dir) else (out_dir, None)
   os.makedirs(local_dir, exist_ok=True)
   save_file(tensors, os.path.join(local_dir, "model.safetensors"), metadata={"format": "pt"})
   with open(os.path.join(local_dir, "config.json"), "w") as f:
     json.dump(config_to_hf(config), f, indent=2, sort_keys=True)
   if spm_path is not None:
-    with io.open_bytes(spm_path) as src, open(os.path.join(local_dir, "spiece.model"), "wb") as dst:
+    with fileio.open_bytes(spm_path) as src, open(os.path.join(local_dir, "spiece.model"), "wb") as dst:
       shutil.copyfileobj(src, dst)
     tok = {"tokenizer_class": "T5Tokenizer", "extra_ids": extra_ids, "eos_token": "</s>",
            "pad_token": "<pad>", "unk_token": "<unk>", "model_max_length": 512,
@@ -293,9 +293,9 @@ def export_hf(params: Mapping[str, Any], config: T5Config, out_dir: str,
     with open(os.path.join(local_dir, "tokenizer_config.json"), "w") as f:
       json.dump(tok, f, indent=2)
   if remote is not None:
-    io.makedirs(remote)
+    fileio.makedirs(remote)
     for name in os.listdir(local_dir):
       with open(os.path.join(local_dir, name), "rb") as src, \
-          io.open_bytes(f"{remote.rstrip('/')}/{name}", "wb") as dst:
+          fileio.open_bytes(f"{remote.rstrip('/')}/{name}", "wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 24)
     shutil.rmtree(local_dir, ignore_errors=True)

@@ -61,11 +61,11 @@ def _cached(spec: str):
     raise ValueError(
         f"unknown vocabulary spec {spec!r}: expected 't5', 'byte' or a SentencePiece "
         "'.model' path (local or gs://)")
-  from dsbs.data import io  # pylint: disable=g-import-not-at-top
+  from dsbs import fileio  # pylint: disable=g-import-not-at-top
 
-  if not io.is_remote(path) and not os.path.exists(path):
+  if not fileio.is_remote(path) and not os.path.exists(path):
     raise FileNotFoundError(f"vocabulary spec {spec!r}: no such file {path}")
-  if not io.is_remote(path):
+  if not fileio.is_remote(path):
     path = os.path.abspath(path)
   return seqio.SentencePieceVocabulary(path, extra_ids=extra)
 
@@ -108,7 +108,7 @@ def train_sentencepiece(lines: Iterable[str], output: str, vocab_size: int,
   """
   import sentencepiece as spm  # pylint: disable=g-import-not-at-top
 
-  from dsbs.data import io  # pylint: disable=g-import-not-at-top
+  from dsbs import fileio  # pylint: disable=g-import-not-at-top
 
   if not output.endswith(".model"):
     raise ValueError(f"--output must end with .model, got {output!r}")
@@ -128,8 +128,8 @@ def train_sentencepiece(lines: Iterable[str], output: str, vocab_size: int,
       blob = f.read()
   parent = os.path.dirname(output)
   if parent:
-    io.makedirs(parent)
-  with io.open_bytes(output, "wb") as f:
+    fileio.makedirs(parent)
+  with fileio.open_bytes(output, "wb") as f:
     f.write(blob)
   return output
 

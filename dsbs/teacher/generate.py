@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any, Iterator, Sequence
 
-from dsbs.data import io
+from dsbs import fileio
 from dsbs.data import record
 from dsbs.data.record import Example
 from dsbs.teacher import cache as cache_lib
@@ -91,7 +91,7 @@ class RunConfig:
   def resolved_cache_path(self) -> str:
     if self.cache_path:
       return self.cache_path
-    if io.is_remote(self.output_dir):
+    if fileio.is_remote(self.output_dir):
       raise cache_lib.CacheError("the response cache must be local: pass --cache_path when "
                                  "--output_dir is remote")
     return os.path.join(self.output_dir, "teacher_cache.sqlite")
@@ -336,7 +336,7 @@ def run(cfg: RunConfig, examples: Sequence[Example]) -> RunResult:
   stats = client_lib.ClientStats()
   keys = _keys(cfg, examples)
   cache_path = cfg.resolved_cache_path()
-  io.makedirs(cfg.output_dir)
+  fileio.makedirs(cfg.output_dir)
   base = cfg.output_dir.rstrip("/") + "/" + cfg.split
   records_path, filtered_path = base + ".jsonl", base + ".filtered.jsonl"
   tally = filters_lib.Tally()
@@ -354,8 +354,8 @@ def run(cfg: RunConfig, examples: Sequence[Example]) -> RunResult:
     finally:
       progress.close()
     # Rebuild both outputs from the cache, a chunk of inputs at a time.
-    with io.atomic_write_text(records_path) as kept_f, \
-        io.atomic_write_text(filtered_path) as dropped_f:
+    with fileio.atomic_write_text(records_path) as kept_f, \
+        fileio.atomic_write_text(filtered_path) as dropped_f:
       for start in range(0, len(examples), _CHUNK):
         chunk_keys = keys[start:start + _CHUNK]
         samples = cache.get_many([k for ks in chunk_keys for k in ks])

@@ -12,7 +12,7 @@ import hashlib
 import os
 from typing import Sequence
 
-from dsbs.data import io
+from dsbs import fileio
 from dsbs.data import record
 from dsbs.data.record import Example, RecordError
 
@@ -23,7 +23,7 @@ _CANONICAL_EXTRA = {"teacher_label", "rationale", "parse_status"}
 def read_user_jsonl(path: str, *, label_space: Sequence[str] | None = None,
                     needs_choices: bool = False) -> list[Example]:
   """Reads and validates a user's input file into records without teacher output."""
-  if not io.exists(path):
+  if not fileio.exists(path):
     raise RecordError(path, 0, None, "input file not found")
   stem = os.path.splitext(os.path.basename(path))[0]
   out: list[Example] = []
@@ -76,7 +76,7 @@ def read_user_jsonl(path: str, *, label_space: Sequence[str] | None = None,
 def file_sha256(path: str) -> str:
   """The sha256 of a file's bytes, for provenance."""
   h = hashlib.sha256()
-  with io.open_bytes(path) as f:
+  with fileio.open_bytes(path) as f:
     for block in iter(lambda: f.read(1 << 20), b""):
       h.update(block)
   return h.hexdigest()

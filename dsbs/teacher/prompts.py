@@ -27,7 +27,7 @@ import json
 import os
 from typing import Any, Sequence
 
-from dsbs.data import io
+from dsbs import fileio
 from dsbs.data import parse
 
 CHAT_STYLES = ("turns", "block")
@@ -216,9 +216,9 @@ def from_dict(doc: Any, *, path: str = "<dict>", sha256: str = "") -> PromptSpec
 
 def load(path: str) -> PromptSpec:
   """Reads and validates a prompt file (local or remote path)."""
-  if not io.exists(path):
+  if not fileio.exists(path):
     raise PromptError(f"{path}: prompt file not found")
-  with io.open_bytes(path) as f:
+  with fileio.open_bytes(path) as f:
     data = f.read()
   try:
     doc = json.loads(data.decode("utf-8"))
