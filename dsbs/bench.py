@@ -408,7 +408,7 @@ def input_pipeline_rate(bc: BenchConfig) -> dict[str, Any]:
     return {"input_examples_per_s": None, "input_note": f"not measured: {e}"}
   from dsbs import input_pipeline  # pylint: disable=g-import-not-at-top
   import dsbs.tasks  # pylint: disable=g-import-not-at-top,unused-import  (registers tasks)
-  conv = input_pipeline.kind_tagging_converter(False, 0.5, "tokens")
+  conv = input_pipeline.loss_weighting_converter(False, 0.5, "tokens")
   cfg = input_pipeline.InputConfig(bc.input_task, {"inputs": bc.input_len,
                                                    "targets": bc.target_len}, bc.batch, conv)
   it = input_pipeline.train_batches(cfg)

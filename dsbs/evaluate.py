@@ -13,7 +13,7 @@ prediction (paired by example id, else by position). `correct` is the task's own
 on that one example (SVAMP compares values), else postprocessed prediction == target.
 
 A run dir needs nothing else: its `model_config.json` gives the architecture and its best (else
-latest) checkpoint the parameters. HF / T5X dirs go through `dsbs.model.checkpoints`.
+latest) checkpoint the parameters. HF / T5X dirs go through `dsbs.model.checkpoint_formats`.
 """
 from __future__ import annotations
 
@@ -212,27 +212,27 @@ def _jsonable(v: Any) -> Any:
   return str(v)
 
 
-def load_checkpoint(path: str, model: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
+def load_model(path: str, model: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
   """(T5Config, params, info) from a run dir, step dir, or an HF / T5X checkpoint dir."""
-  from dsbs import checkpointing, summaries  # pylint: disable=g-import-not-at-top
+  from dsbs import train_checkpoints, summaries  # pylint: disable=g-import-not-at-top
   from dsbs import model as model_lib  # pylint: disable=g-import-not-at-top
   path = path.rstrip("/")
   run_dir = _find_run_dir(path)
   if run_dir is not None:
     cfg_dict = summaries.read_json(os.path.join(run_dir, "model_config.json"))
     model_cfg = model_lib.T5Config(**cfg_dict)
-    params_dir, step = checkpointing.find_params_dir(path)
-    params = checkpointing.restore_params(params_dir)
+    params_dir, step = train_checkpoints.find_params_dir(path)
+    params = train_checkpoints.restore_params(params_dir)
     info = {"kind": "dsbs", "run_dir": run_dir, "params_dir": params_dir, "step": step}
     exp_file = os.path.join(run_dir, "experiment.json")
     if fileio.exists(exp_file):
       info["experiment"] = summaries.read_json(exp_file)
     return model_cfg, params, info
-  from dsbs.model import checkpoints  # pylint: disable=g-import-not-at-top
+  from dsbs.model import checkpoint_formats  # pylint: disable=g-import-not-at-top
   config = model
   if model and model.endswith(".json"):  # a run's model_config.json
     config = model_lib.T5Config(**summaries.read_json(model))
-  model_cfg, params = checkpoints.load_checkpoint(path, config)
+  model_cfg, params = checkpoint_formats.load_hf_or_t5x(path, config)
   return model_cfg, params, {"kind": "external", "path": path}
 
 
@@ -253,7 +253,7 @@ def run(checkpoint: str, task: str | None = None, split: str = "test", *,
         model: str | None = None) -> dict[str, Any]:
   """Evaluates `checkpoint` on `task`/`split`; writes metrics.json and predictions.jsonl."""
   import dsbs.tasks  # pylint: disable=g-import-not-at-top,unused-import  (registers tasks)
-  model_cfg, params, info = load_checkpoint(checkpoint, model)
+  model_cfg, params, info = load_model(checkpoint, model)
   exp = info.get("experiment", {})
   if exp.get("mixture_or_task_module"):
     __import__(exp["mixture_or_task_module"])

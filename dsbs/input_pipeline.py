@@ -99,7 +99,7 @@ def to_global(batch: Batch, shardings: Mapping[str, jax.sharding.Sharding]) -> d
           if k in shardings}
 
 
-def kind_tagging_converter(pack: bool = False, alpha: float = 0.5, loss_mode: str = "paper"):
+def loss_weighting_converter(pack: bool = False, alpha: float = 0.5, loss_mode: str = "paper"):
   """The dsbs feature converter, also emitting `decoder_task_kind` for per-task train metrics."""
   from dsbs.seqio_ext import feature_converters as fc  # pylint: disable=g-import-not-at-top
 

@@ -7,7 +7,7 @@ Run dir layout (all written by process 0 only):
   experiment.json      the resolved experiment macros and what was skipped
   model_config.json    the student's T5Config (so `dsbs.evaluate` needs only --checkpoint)
   provenance.json      task names, split sizes, data dir, package versions
-  checkpoints/         see dsbs.checkpointing
+  checkpoints/         see dsbs.train_checkpoints
 """
 from __future__ import annotations
 

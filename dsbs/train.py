@@ -38,8 +38,8 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from dsbs import (checkpointing, compilation_cache, experiment, hostmem, input_pipeline, losses,
-                  optim, summaries)
+from dsbs import (compilation_cache, experiment, hostmem, input_pipeline, losses, optim, summaries,
+                  train_checkpoints)
 from dsbs import model as model_lib
 from dsbs.model import partitioning
 
@@ -233,7 +233,7 @@ def train(exp: experiment.Experiment, model_dir: str, cfg: TrainConfig) -> dict[
   # ---- Input ----------------------------------------------------------------------------
   provider = seqio.get_mixture_or_task(exp.mixture_or_task_name)
   vocab = next(iter(provider.output_features.values())).vocabulary
-  converter = input_pipeline.kind_tagging_converter(cfg.pack, exp.loss_alpha, exp.loss_mode)
+  converter = input_pipeline.loss_weighting_converter(cfg.pack, exp.loss_alpha, exp.loss_mode)
   in_cfg = input_pipeline.InputConfig(exp.mixture_or_task_name, exp.task_feature_lengths,
                                       exp.batch_size, converter, seed=exp.random_seed)
 
@@ -289,9 +289,10 @@ def train(exp: experiment.Experiment, model_dir: str, cfg: TrainConfig) -> dict[
     return loss * normalizer, normalizer, aux
 
   # ---- Checkpoint: resume or initialise -------------------------------------------------
-  ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(model_dir),
-                                    keep=cfg.keep_checkpoints, best_metric=cfg.best_metric or None,
-                                    async_save=cfg.async_checkpoints)
+  ckpt = train_checkpoints.Checkpointer(train_checkpoints.checkpoint_dir(model_dir),
+                                        keep=cfg.keep_checkpoints,
+                                        best_metric=cfg.best_metric or None,
+                                        async_save=cfg.async_checkpoints)
   data_key = {"seed": exp.random_seed, "batch_size": exp.batch_size, "pack": cfg.pack,
               "task": exp.mixture_or_task_name, "lengths": dict(lengths),
               "processes": jax.process_count()}
@@ -299,8 +300,8 @@ def train(exp: experiment.Experiment, model_dir: str, cfg: TrainConfig) -> dict[
   init_rng, dropout_rng = jax.random.split(rng)
   latest = ckpt.latest_step()
   if latest is not None:
-    abstract_ps = checkpointing.abstract_like_shardings(abstract_params, param_shardings)
-    abstract_os = checkpointing.abstract_like_shardings(abstract_opt, opt_shardings)
+    abstract_ps = train_checkpoints.abstract_like_shardings(abstract_params, param_shardings)
+    abstract_os = train_checkpoints.abstract_like_shardings(abstract_opt, opt_shardings)
     params, opt_state, meta = ckpt.restore(latest, abstract_ps, abstract_os)
     if meta.get("data") != data_key:
       raise ValueError(f"{model_dir}: checkpoint {latest} was written with input {meta.get('data')}"
@@ -429,8 +430,8 @@ def _initial_step(path: str | None) -> int:
 
 def _load_initial(path: str, model_cfg: Any, shardings: Any, abstract: Any) -> Any:
   """Pretrained weights from a T5X or HuggingFace checkpoint, placed on `shardings`."""
-  from dsbs.model import checkpoints  # pylint: disable=g-import-not-at-top
-  _, params = checkpoints.load_checkpoint(path, model_cfg)
+  from dsbs.model import checkpoint_formats  # pylint: disable=g-import-not-at-top
+  _, params = checkpoint_formats.load_hf_or_t5x(path, model_cfg)
   shapes = jax.tree.map(lambda a: a.shape, abstract)
   got = jax.tree.map(lambda a: np.shape(a), params)
   if shapes != got:

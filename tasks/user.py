@@ -112,8 +112,8 @@ def register_dataset(name: str, train: str | None = None, validation: str | None
     check_files: fail now if a given file does not exist (files are read lazily).
     **grid: `vocabs`, `fractions`, `rates` overriding the registered grid (see registry).
   """
-  if kind not in postprocessors.KINDS:
-    raise ValueError(f"dataset {name!r}: kind {kind!r} not in {postprocessors.KINDS}")
+  if kind not in postprocessors.LABEL_KINDS:
+    raise ValueError(f"dataset {name!r}: kind {kind!r} not in {postprocessors.LABEL_KINDS}")
   paths = {s: p for s, p in (("train", train), ("validation", validation), ("test", test))
            if p is not None}
   if not paths:
@@ -185,9 +185,9 @@ def register_from_config(path: str) -> list[str]:
     if not registry.NAME_PATTERN.match(entry["name"]):
       raise record.RecordError(path, line, "name",
                                f"{entry['name']!r} must match {registry.NAME_PATTERN.pattern}")
-    if entry.get("kind", "classification") not in postprocessors.KINDS:
+    if entry.get("kind", "classification") not in postprocessors.LABEL_KINDS:
       raise record.RecordError(path, line, "kind",
-                               f"{entry.get('kind')!r} not in {postprocessors.KINDS}")
+                               f"{entry.get('kind')!r} not in {postprocessors.LABEL_KINDS}")
     space = entry.get("label_space")
     if space is not None and not (isinstance(space, list) and space
                                   and all(isinstance(l, str) for l in space)):

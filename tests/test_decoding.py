@@ -284,7 +284,7 @@ def hf_model(tmp_path_factory):
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
   from safetensors.numpy import load_file, save_file
-  from dsbs.model import hf
+  from dsbs.model import hf_format
   # transformers' generate() needs equal encoder/decoder depth (its cache is sized by num_layers)
   d = testing.make_hf_t5(str(tmp_path_factory.mktemp("hfgen")), "t5_1_1", seed=5, vocab_size=12,
                          num_decoder_layers=2)
@@ -294,7 +294,7 @@ def hf_model(tmp_path_factory):
   rng = np.random.default_rng(0)
   tensors["lm_head.weight"][1] = tensors["lm_head.weight"][7] + rng.normal(0, 0.1, 32)
   save_file(tensors, path, metadata={"format": "pt"})
-  config, params = hf.load_hf_checkpoint(d)
+  config, params = hf_format.load_hf_checkpoint(d)
   torch_model = transformers.T5ForConditionalGeneration.from_pretrained(d).eval()
   return config, params, torch_model, torch
 

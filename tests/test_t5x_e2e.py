@@ -5,7 +5,7 @@ One tiny T5X run (20 steps, byte vocabulary, synthetic arith data, ~1-2 min on 2
 serves every test here:
   * T5X trains it and evaluates it on validation while training, and `t5x.eval` scores the
     checkpoint on test (the commands in gin_configs/tiny_offline.gin's header);
-  * dsbs.model.checkpoints reads T5X's checkpoint, and dsbs's Flax T5 gives the same logits as
+  * dsbs.model.checkpoint_formats reads T5X's checkpoint, and dsbs's Flax T5 gives the same logits as
     T5X's own network on those parameters;
   * a checkpoint exported by dsbs in T5X format evaluates under `t5x.eval` with predictions
     identical to the original checkpoint's.
@@ -102,9 +102,9 @@ def test_t5x_eval_scores_the_checkpoint_on_test(test_eval):
 
 def test_t5x_checkpoint_loads_through_dsbs(run_dir, t5x_params):
   """A user points dsbs at a T5X run's checkpoint_N dir and gets T5X's parameters."""
-  from dsbs.model import checkpoints, param_tree  # pylint: disable=g-import-not-at-top
+  from dsbs.model import checkpoint_formats, param_tree  # pylint: disable=g-import-not-at-top
 
-  _, params = checkpoints.load_checkpoint(str(run_dir / f"checkpoint_{STEPS}"), _tiny_config())
+  _, params = checkpoint_formats.load_hf_or_t5x(str(run_dir / f"checkpoint_{STEPS}"), _tiny_config())
   ours, theirs = param_tree.flatten(params), param_tree.flatten(t5x_params)
   assert set(ours) == set(theirs)
   for k in theirs:
@@ -139,10 +139,10 @@ def test_dsbs_network_matches_t5x_network_on_t5x_params(t5x_params):
 
 def test_dsbs_exported_checkpoint_evaluates_under_t5x(run_dir, t5x_params, test_eval):
   """dsbs -> T5X format -> t5x.eval: same parameters, so the same predictions."""
-  from dsbs.model import checkpoints  # pylint: disable=g-import-not-at-top
+  from dsbs.model import checkpoint_formats  # pylint: disable=g-import-not-at-top
 
   out = run_dir.parent / "exported"
-  ckpt = checkpoints.export(t5x_params, _tiny_config(), str(out), fmt="t5x", step=STEPS)
+  ckpt = checkpoint_formats.export(t5x_params, _tiny_config(), str(out), fmt="t5x", step=STEPS)
   # The export holds parameters only: T5X must not insist on optimizer slots.
   got = _eval(ckpt, run_dir.parent / "exported_eval",
               "--gin.utils.RestoreCheckpointConfig.strict=False")

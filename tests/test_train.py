@@ -9,8 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-import test_train_support as support
-from dsbs import checkpointing, train
+import train_fixtures as support
+from dsbs import train, train_checkpoints
 
 pytestmark = pytest.mark.timeout(300)
 support.share_compilation_cache()
@@ -33,7 +33,7 @@ def _rows(run_dir, kind="train"):
 
 
 def _params(run_dir, step):
-  return checkpointing.restore_params(os.path.join(run_dir, "checkpoints", str(step), "params"))
+  return train_checkpoints.restore_params(os.path.join(run_dir, "checkpoints", str(step), "params"))
 
 
 _EXTRA = ("TrainConfig.checkpoint_period = 2\nTrainConfig.eval_period = 100\n"
@@ -65,7 +65,7 @@ def test_pulse_writes_run_dir(full_run):
   assert {"loss/tiny_add_label", "loss/tiny_add_rationale", "tiny_add_label/accuracy",
           "accuracy"} <= set(ev)
   assert out["eval"]["tiny_add_label/num_examples"] == 8
-  assert checkpointing.Checkpointer(str(run_dir / "checkpoints")).all_steps() == [2, 4, 6]
+  assert train_checkpoints.Checkpointer(str(run_dir / "checkpoints")).all_steps() == [2, 4, 6]
   prov = json.loads((run_dir / "provenance.json").read_text())
   assert set(prov["tasks"]) == {"tiny_add_label", "tiny_add_rationale"}
   assert prov["tasks"]["tiny_add_label"]["num_input_examples"]["train"] == 256
@@ -110,7 +110,7 @@ def test_sigkill_resume_equals_uninterrupted(full_run, tmp_path):
                       f"--model_dir={run_dir}", "--gin.TrainConfig.kill_at_step=5"],
                      env=support.subprocess_env(), capture_output=True, text=True, timeout=240)
   assert r.returncode == -9, r.stderr[-2000:]
-  assert checkpointing.Checkpointer(str(run_dir / "checkpoints")).latest_step() in (2, 4)
+  assert train_checkpoints.Checkpointer(str(run_dir / "checkpoints")).latest_step() in (2, 4)
   train.main([f"--gin_file={gin_file}", f"--model_dir={run_dir}"])  # resumes
   a, b = _params(full_run[0], 6), _params(run_dir, 6)
   jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
@@ -124,7 +124,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
           "TrainConfig.eval_max_examples = 4"
   with pytest.raises(train.NonFiniteLossError, match=r"NaN/Inf between step 2 and step 4.*step 2"):
     _run(tmp_path, "nan", 6, extra)
-  ckpt = checkpointing.Checkpointer(str(tmp_path / "nan" / "checkpoints"))
+  ckpt = train_checkpoints.Checkpointer(str(tmp_path / "nan" / "checkpoints"))
   assert ckpt.all_steps() == [2]
   params = _params(tmp_path / "nan", 2)
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params))
@@ -135,7 +135,7 @@ import json, os, sys
 import gin, numpy as np
 import jax
 assert jax.device_count() == 8
-import test_train_support as support
+import train_fixtures as support
 from dsbs import train
 losses = {}
 for name, binds in [("1x1", ["TrainConfig.mesh_devices=1"]),

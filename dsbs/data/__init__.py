@@ -8,6 +8,6 @@ from dsbs.data.benchmarks import (ALL_DATASETS, DATASETS, SPECS, SPLITS, Dataset
                                   label_space, parse_released)
 from dsbs.data.datadir import DataDirError, resolve_data_dir
 from dsbs.data.loader import load_examples
-from dsbs.data.parse import KINDS, ParseResult, parse_output
+from dsbs.data.parse import ANSWER_KINDS, ParseResult, parse_output
 from dsbs.data.record import Example, RecordError, read_jsonl, write_jsonl
 from dsbs.data.released import MissingSplitError

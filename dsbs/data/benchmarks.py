@@ -118,7 +118,7 @@ class DatasetSpec:
 
   Attributes:
     name: the dataset name used everywhere (file names, task names, CLI).
-    kind: the parser kind (see `dsbs.data.parse.KINDS`).
+    kind: the parser kind (see `dsbs.data.parse.ANSWER_KINDS`).
     label_space: the closed label set, or None (per-row choices, expressions, numbers).
     format_input: released row -> Example.input (no task prefix).
     gold_label: released row -> gold label string in the label space.

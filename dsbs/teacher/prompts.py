@@ -149,8 +149,8 @@ def from_dict(doc: Any, *, path: str = "<dict>", sha256: str = "") -> PromptSpec
   if unknown:
     raise _fail(path, unknown[0], f"unknown field (known: {sorted(_FIELDS)})")
   kind = doc.get("kind", "classification")
-  if kind not in parse.KINDS:
-    raise _fail(path, "kind", f"{kind!r} not in {parse.KINDS}")
+  if kind not in parse.ANSWER_KINDS:
+    raise _fail(path, "kind", f"{kind!r} not in {parse.ANSWER_KINDS}")
   label_space = doc.get("label_space")
   if label_space is not None:
     if (not isinstance(label_space, list) or not label_space

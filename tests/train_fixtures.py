@@ -2,7 +2,7 @@
 
 `tiny_add_dsbs`: `predict: a + b` -> `c` (task_kind 0) and `explain: a + b` -> `a + b = c`
 (task_kind 1), byte vocabulary; `tiny_add_label` alone is a single label task. Imported by the
-runner through the experiment macro `MIXTURE_OR_TASK_MODULE = 'test_train_support'`.
+runner through the experiment macro `MIXTURE_OR_TASK_MODULE = 'train_fixtures'`.
 """
 import os
 import sys
@@ -66,7 +66,7 @@ def tiny_gin(path: str, steps: int = 3, task: str = "tiny_add_dsbs", extra: str 
   text = f"""
 include 't5x/examples/t5/t5_1_1/small.gin'
 MIXTURE_OR_TASK_NAME = '{task}'
-MIXTURE_OR_TASK_MODULE = 'test_train_support'
+MIXTURE_OR_TASK_MODULE = 'train_fixtures'
 TASK_FEATURE_LENGTHS = {{'inputs': 24, 'targets': 16}}
 TRAIN_STEPS = {steps}
 BATCH_SIZE = 8
