@@ -14,6 +14,7 @@ import numpy as np
 from flax import linen as nn
 
 from dsbs.model.config import T5Config, get_config
+from dsbs.model.network import Transformer, init_params
 
 
 def tiny_config(**overrides: Any) -> T5Config:
@@ -23,7 +24,6 @@ def tiny_config(**overrides: Any) -> T5Config:
 
 def tiny_params(config: T5Config | None = None, seed: int = 0) -> Any:
   """Unboxed random parameters of `config` (default `tiny_config()`)."""
-  from dsbs.model.t5 import init_params  # pylint: disable=g-import-not-at-top
   init = jax.jit(init_params, static_argnums=0)  # one compile, not op-by-op dispatch
   return nn.unbox(init(config or tiny_config(), jax.random.PRNGKey(seed)))
 
@@ -82,7 +82,6 @@ def forward_fn(config: T5Config, enable_dropout: bool = False):
 
   One compile per config instead of op-by-op dispatch: un-jitted linen applies are slow.
   """
-  from dsbs.model.t5 import Transformer  # pylint: disable=g-import-not-at-top
   model = Transformer(config)
 
   @jax.jit
