@@ -220,7 +220,7 @@ def load_model(path: str, model: str | None = None) -> tuple[Any, Any, dict[str,
   run_dir = _find_run_dir(path)
   if run_dir is not None:
     cfg_dict = summaries.read_json(os.path.join(run_dir, "model_config.json"))
-    model_cfg = model_lib.T5Config(**cfg_dict)
+    model_cfg = model_config.from_dict(cfg_dict)
     params_dir, step = train_checkpoints.find_params_dir(path)
     params = train_checkpoints.restore_params(params_dir)
     info = {"kind": "dsbs", "run_dir": run_dir, "params_dir": params_dir, "step": step}
@@ -231,7 +231,7 @@ def load_model(path: str, model: str | None = None) -> tuple[Any, Any, dict[str,
   from dsbs.model import checkpoint_formats  # pylint: disable=g-import-not-at-top
   config = model
   if model and model.endswith(".json"):  # a run's model_config.json
-    config = model_lib.T5Config(**summaries.read_json(model))
+    config = model_config.from_dict(summaries.read_json(model))
   model_cfg, params = checkpoint_formats.load_hf_or_t5x(path, config)
   return model_cfg, params, {"kind": "external", "path": path}
 

@@ -18,8 +18,8 @@ from dsbs.model.network import Transformer, init_params
 
 
 def tiny_config(**overrides: Any) -> T5Config:
-  """The `tiny` registered config (float32) with overrides."""
-  return get_config("tiny", **overrides)
+  """The `test_tiny` registered config (float32) with overrides."""
+  return get_config("test_tiny", **overrides)
 
 
 def tiny_params(config: T5Config | None = None, seed: int = 0) -> Any:

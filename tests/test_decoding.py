@@ -178,12 +178,13 @@ def test_compute_params_keep_results_bit_for_bit(tied, monkeypatch):
   to the bit; the float32 logits weights stay float32; float32 configs are left alone."""
   config = testing.tiny_config(vocab_size=40, dtype="bfloat16", logits_via_embedding=tied)
   params = testing.tiny_params(config, seed=3)
-  cast = encoder_decoder.compute_params(params, config)
+  compute_params = encoder_decoder.compute_params
+  cast = compute_params(params, config)
   head = ("token_embedder", "embedding") if tied else ("decoder", "logits_dense", "kernel")
   flat = param_tree.flatten(cast)
   assert flat.pop("/".join(head)).dtype == jnp.float32
   assert {str(v.dtype) for v in flat.values()} == {"bfloat16"}
-  boxed = jax.eval_shape(lambda: encoder_decoder.compute_params(  # logically partitioned, as initialised
+  boxed = jax.eval_shape(lambda: compute_params(  # logically partitioned, as initialised
       init_params(config, jax.random.PRNGKey(0)), config))
   assert {k: v.dtype for k, v in param_tree.flatten(nn.unbox(boxed)).items()} == {
       k: v.dtype for k, v in param_tree.flatten(cast).items()}
@@ -193,7 +194,7 @@ def test_compute_params_keep_results_bit_for_bit(tied, monkeypatch):
                                 np.asarray(forward(params, batch)))
   f32 = testing.tiny_config(logits_via_embedding=tied)
   f32_params = testing.tiny_params(f32)
-  assert all(a is b for a, b in zip(jax.tree.leaves(encoder_decoder.compute_params(f32_params, f32)),
+  assert all(a is b for a, b in zip(jax.tree.leaves(compute_params(f32_params, f32)),
                                     jax.tree.leaves(f32_params)))
 
   model, enc = Transformer(config), jnp.asarray(batch["encoder_input_tokens"])

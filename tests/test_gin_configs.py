@@ -241,7 +241,7 @@ def literal_task_names(text: str) -> set[str]:
 # Tests.
 
 TRAIN_FILES = [f"{d}_{s}.gin" for d in DATASETS for s in SIZES]
-COMMAND_FILES = TRAIN_FILES + ["tiny_offline.gin", "eval.gin", "infer.gin"]
+COMMAND_FILES = TRAIN_FILES + ["smoke_offline.gin", "eval.gin", "infer.gin"]
 # Macros a user must pass on the command line (documented in each first-line command).
 USER_MACROS = {"train": {"MODEL_DIR"}, "eval": {"CHECKPOINT_PATH", "EVAL_OUTPUT_DIR",
                                                  "MIXTURE_OR_TASK_NAME"},
@@ -372,12 +372,12 @@ def test_vocabulary_matches_what_the_tasks_use():
   for size in SIZES:
     b = {k: v for _, k, v in _parsed(f"model_{size}.gin").bindings}
     assert b["vocab.get_vocabulary.spec"] == vocab.DEFAULT_SPEC
-  tiny = {k: v for _, k, v in _parsed("model_tiny.gin").bindings}
+  tiny = {k: v for _, k, v in _parsed("model_smoke.gin").bindings}
   assert tiny["vocab.get_vocabulary.spec"] == "byte"
   assert tiny["network.T5Config.vocab_size"] >= vocab.get_vocabulary("byte").vocab_size
 
 
-@pytest.mark.parametrize("name", TRAIN_FILES + ["tiny_offline.gin"])
+@pytest.mark.parametrize("name", TRAIN_FILES + ["smoke_offline.gin"])
 def test_builtin_runner_reads_the_same_experiment(name):
   """dsbs.train reads these files too (dsbs.experiment): same task, lengths, steps, model."""
   from dsbs import experiment  # pylint: disable=g-import-not-at-top
@@ -389,8 +389,8 @@ def test_builtin_runner_reads_the_same_experiment(name):
   assert exp.task_feature_lengths == res.macro_values["TASK_FEATURE_LENGTHS"]
   assert exp.train_steps == res.macro_values["TRAIN_STEPS"]
   assert exp.loss_alpha == 0.5 and exp.loss_mode == "paper"
-  if name == "tiny_offline.gin":
-    assert exp.model_name == "tiny" and exp.initial_checkpoint_path is None
+  if name == "smoke_offline.gin":
+    assert exp.model_name == "smoke" and exp.initial_checkpoint_path is None
   else:
     assert exp.model_name == f"t5_1_1_{SIZES[name[:-4].split('_')[1]]}"
     assert exp.initial_checkpoint_path.endswith("/checkpoint_1000000")

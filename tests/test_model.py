@@ -88,7 +88,7 @@ def test_registry_and_overrides():
   with pytest.raises(KeyError, match="unknown T5 config"):
     get_config("t5_huge")
   with pytest.raises(TypeError, match="unknown T5Config fields"):
-    get_config("tiny", d_model=3)
+    get_config("test_tiny", d_model=3)
   with pytest.raises(ValueError, match="mlp_activations"):
     T5Config(mlp_activations=("tanhh",))
   with pytest.raises(dataclasses.FrozenInstanceError):

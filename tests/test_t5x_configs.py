@@ -91,7 +91,7 @@ def test_t5x_include_table_matches_t5x():
 
 
 def test_train_configs_bind_under_t5x():
-  cases = [_command_case(n) for n in TRAIN_FILES + ["tiny_offline.gin"]]
+  cases = [_command_case(n) for n in TRAIN_FILES + ["smoke_offline.gin"]]
   # One override picks another method / fraction / rate, and alpha: they bind too.
   cases.append(("anli_770m.gin+override", ["gin_configs/anli_770m.gin"],
                 ["MODEL_DIR = '/tmp/x'", "MIXTURE_OR_TASK_NAME = 'anli1_distill_pct25'",
@@ -110,7 +110,7 @@ def test_train_configs_bind_under_t5x():
     assert r["spec"] == "t5" and r["lnf"] == "NUM_REAL_TARGET_TOKENS" and r["dropout"] == 0.1
     assert r["partitions_binding"] == "%NUM_PARTITIONS", r
   assert got["anli_770m.gin"]["partitions"] == 1 and got["anli_11b.gin"]["partitions"] == 8
-  assert got["tiny_offline.gin"]["spec"] == "byte"
+  assert got["smoke_offline.gin"]["spec"] == "byte"
   assert got["anli_770m.gin+override"]["task"] == "anli1_distill_pct25"
   assert got["anli_220m.gin+mixture()"]["task"] == "anli1_dsbs_pct12.5_rate0.35"
 
@@ -126,7 +126,7 @@ def test_eval_and_infer_configs_bind_under_t5x_for_every_size(mode):
   got = _bind(mode, cases)
   errors = {k: v["error"] for k, v in got.items() if "error" in v}
   assert not errors, errors
-  assert got["model_3b.gin"]["partitions"] == 4 and got["model_tiny.gin"]["spec"] == "byte"
+  assert got["model_3b.gin"]["partitions"] == 4 and got["model_smoke.gin"]["spec"] == "byte"
   assert all(r["dropout"] == 0.0 for r in got.values())
   assert all(r["partitions_binding"] == "%NUM_PARTITIONS" for r in got.values())
 
@@ -135,4 +135,4 @@ def test_every_command_file_is_covered():
   t5x_commands = {p.name for p in GIN_DIR.glob("*.gin")
                   if (run_command(parse_file(p)) or ["", "", ""])[2].startswith("t5x.")}
   assert set(COMMAND_FILES) == t5x_commands
-  assert os.path.exists(REPO / "gin_configs" / "tiny_offline.gin")
+  assert os.path.exists(REPO / "gin_configs" / "smoke_offline.gin")

@@ -4,7 +4,7 @@ interop between T5X and dsbs.model (skipped where T5X is not installed).
 One tiny T5X run (20 steps, byte vocabulary, synthetic arith data, ~1-2 min on 2 CPU cores)
 serves every test here:
   * T5X trains it and evaluates it on validation while training, and `t5x.eval` scores the
-    checkpoint on test (the commands in gin_configs/tiny_offline.gin's header);
+    checkpoint on test (the commands in gin_configs/smoke_offline.gin's header);
   * dsbs.model.checkpoint_formats reads T5X's checkpoint, and dsbs's Flax T5 gives the same logits as
     T5X's own network on those parameters;
   * a checkpoint exported by dsbs in T5X format evaluates under `t5x.eval` with predictions
@@ -43,7 +43,7 @@ def _run(args: list[str], log: pathlib.Path) -> None:
 
 
 def _eval(checkpoint: str, out: pathlib.Path, *extra: str) -> pathlib.Path:
-  _run(["t5x.eval", "--gin_file=gin_configs/model_tiny.gin", "--gin_file=gin_configs/eval.gin",
+  _run(["t5x.eval", "--gin_file=gin_configs/model_smoke.gin", "--gin_file=gin_configs/eval.gin",
         "--gin.MIXTURE_OR_TASK_NAME='arith_dsbs_byte'", f"--gin.CHECKPOINT_PATH='{checkpoint}'",
         f"--gin.EVAL_OUTPUT_DIR='{out}'", *extra], out.with_suffix(".log"))
   return out / "inference_eval"
@@ -56,7 +56,7 @@ def _metrics(path: pathlib.Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> pathlib.Path:
   d = tmp_path_factory.mktemp("t5x_tiny") / "run"
-  _run(["t5x.train", "--gin_file=gin_configs/tiny_offline.gin", f"--gin.MODEL_DIR='{d}'"],
+  _run(["t5x.train", "--gin_file=gin_configs/smoke_offline.gin", f"--gin.MODEL_DIR='{d}'"],
        d.parent / "train.log")
   return d
 
@@ -78,7 +78,7 @@ def t5x_params(run_dir):
 
 def _tiny_config():
   from dsbs.model import config  # pylint: disable=g-import-not-at-top
-  return config.get_config("tiny", vocab_size=384)  # = gin_configs/model_tiny.gin
+  return config.get_config("smoke")  # = gin_configs/model_smoke.gin
 
 
 def test_t5x_train_runs_tiny_config_with_validation_eval(run_dir):

@@ -71,7 +71,7 @@ def test_pulse_writes_run_dir(full_run):
   assert prov["tasks"]["tiny_add_label"]["num_input_examples"]["train"] == 256
   assert "TrainConfig.log_period = 1" in (run_dir / "operative_config.gin").read_text()
   exp = json.loads((run_dir / "experiment.json").read_text())
-  assert exp["model_name"] == "tiny" and exp["train_steps"] == 6
+  assert exp["model_name"] == "test_tiny" and exp["train_steps"] == 6
   cfg = json.loads((run_dir / "model_config.json").read_text())
   assert cfg["vocab_size"] == 384 and cfg["dtype"] == "float32"  # byte vocab (259) padded
 

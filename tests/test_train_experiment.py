@@ -12,7 +12,7 @@ from dsbs import train  # registers TrainConfig / OptimizerConfig with gin
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_DIR = os.path.join(REPO, "gin_configs")
 # Whole experiments (the rest are fragments included by them: model_*, data_*, student, ...).
-EXPERIMENT_RE = re.compile(r"^((?!model_|data_)[a-z0-9]+_(220m|770m|3b|11b)|tiny_offline|default)\.gin$")
+EXPERIMENT_RE = re.compile(r"^((?!model_|data_)[a-z0-9]+_(220m|770m|3b|11b)|smoke_offline|default)\.gin$")
 
 
 @pytest.fixture(autouse=True)
@@ -57,26 +57,26 @@ OptimizerConfig.name = 'adamw'
 
 
 def test_dsbs_model_macro_wins_over_include(tmp_path):
-  f = _write(tmp_path, "e.gin", "include 't5x/examples/t5/t5_1_1/base.gin'\nDSBS_MODEL = 'tiny'\n"
+  f = _write(tmp_path, "e.gin", "include 't5x/examples/t5/t5_1_1/base.gin'\nDSBS_MODEL = 'test_tiny'\n"
              "MIXTURE_OR_TASK_NAME = 'x'\nTASK_FEATURE_LENGTHS = {'inputs': 8, 'targets': 8}\n"
              "TRAIN_STEPS = 3\n")
-  assert experiment.load([f]).model_name == "tiny"
+  assert experiment.load([f]).model_name == "test_tiny"
 
 
 @pytest.mark.parametrize("text, match", [
-    ("MIXTURE_OR_TASK_NAME = 'x'\nTRAIN_STEPS = 3\nDSBS_MODEL = 'tiny'\n",
+    ("MIXTURE_OR_TASK_NAME = 'x'\nTRAIN_STEPS = 3\nDSBS_MODEL = 'test_tiny'\n",
      "TASK_FEATURE_LENGTHS is not set"),
     ("MIXTURE_OR_TASK_NAME = 'x'\nTASK_FEATURE_LENGTHS = {'inputs': 8}\nTRAIN_STEPS = 3\n"
-     "DSBS_MODEL = 'tiny'\n", r"bad.gin:2: TASK_FEATURE_LENGTHS"),
+     "DSBS_MODEL = 'test_tiny'\n", r"bad.gin:2: TASK_FEATURE_LENGTHS"),
     ("MIXTURE_OR_TASK_NAME = 'x'\nTASK_FEATURE_LENGTHS = {'inputs': 8, 'targets': 8}\n"
-     "TRAIN_STEPS = '3'\nDSBS_MODEL = 'tiny'\n", r"bad.gin:3: macro TRAIN_STEPS = '3' should be int"),
+     "TRAIN_STEPS = '3'\nDSBS_MODEL = 'test_tiny'\n", r"bad.gin:3: macro TRAIN_STEPS = '3' should be int"),
     ("MIXTURE_OR_TASK_NAME = 'x'\nTASK_FEATURE_LENGTHS = {'inputs': 8, 'targets': 8}\n"
      "TRAIN_STEPS = 3\n", "no model"),
     ("include 'missing.gin'\n", r"bad.gin:1: include 'missing.gin' not found"),
     ("A = %B\nB = %A\nMIXTURE_OR_TASK_NAME = %A\n", "macro cycle"),
     ("MIXTURE_OR_TASK_NAME = \n", r"bad.gin:1: gin syntax error"),
     ("MIXTURE_OR_TASK_NAME = 'x'\nTASK_FEATURE_LENGTHS = {'inputs': 8, 'targets': 8}\n"
-     "TRAIN_STEPS = 3\nDSBS_MODEL = 'tiny'\nLOSS_MODE = 'mean'\n", "LOSS_MODE must be"),
+     "TRAIN_STEPS = 3\nDSBS_MODEL = 'test_tiny'\nLOSS_MODE = 'mean'\n", "LOSS_MODE must be"),
 ])
 def test_bad_experiments_name_file_line_and_macro(tmp_path, text, match):
   f = _write(tmp_path, "bad.gin", text)

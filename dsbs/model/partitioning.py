@@ -76,11 +76,6 @@ def make_mesh(data: int = -1, model: int = 1,
   return Mesh(grid, (DATA, MODEL))
 
 
-def logical_to_spec(logical: Sequence[str | None], rules: Rules) -> PartitionSpec:
-  """Maps one tuple of logical axis names to a mesh PartitionSpec."""
-  return nn.logical_to_mesh_axes(tuple(logical), rules)
-
-
 def param_shardings(abstract_params: Any, mesh: Mesh, rules: Rules) -> Any:
   """NamedShardings for a tree of boxed (nn.LogicallyPartitioned) parameters or their shapes.
 
