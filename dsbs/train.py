@@ -29,7 +29,6 @@ import sys
 import time
 from typing import Any, Sequence
 
-import flax
 import flax.linen as nn
 import gin
 import jax
@@ -39,9 +38,10 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from dsbs import (compilation_cache, experiment, hostmem, input_pipeline, losses, optim, summaries,
-                  train_checkpoints)
+                  train_checkpoints, train_state)
 from dsbs import model as model_lib
 from dsbs.model import partitioning
+from dsbs.train_state import TrainState
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -114,13 +114,6 @@ def batch_loss(logits: jax.Array, batch: dict[str, jax.Array], cfg: TrainConfig,
     aux[name] = jnp.sum(ce * m) / jnp.maximum(jnp.sum(m), 1.0)
     aux[name + "_tokens"] = jnp.sum(m)
   return loss, aux
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  opt_state: Any
 
 
 def apply_model(model: nn.Module, rules: Any, params: Any, batch: dict[str, jax.Array],
@@ -257,25 +250,11 @@ def train(exp: experiment.Experiment, model_dir: str, cfg: TrainConfig) -> dict[
 
   # ---- Shape-first init: abstract state -> shardings -> jit(init, out_shardings) ---------
   lengths = exp.task_feature_lengths
-  init_boxed = functools.partial(model_lib.init_params, model_cfg, input_len=lengths["inputs"],
-                                 target_len=lengths["targets"])
-  boxed = jax.eval_shape(init_boxed, jax.random.key(0))
-  param_shardings = partitioning.param_shardings(boxed, mesh, rules)
-  abstract_params = nn.unbox(boxed)
-  abstract_opt = jax.eval_shape(tx.init, abstract_params)
-  # Optimizer leaves shaped like their parameter share its sharding; factored Adafactor
-  # statistics (v_row, v_col) and counters are small and replicated.
-  opt_shardings = optax.tree_map_params(
-      tx, lambda leaf, s, p: s if leaf.shape == p.shape else replicated, abstract_opt,
-      param_shardings, abstract_params, transform_non_params=lambda _: replicated,
-      is_leaf=lambda x: isinstance(x, NamedSharding))
-  state_shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
-
-  @functools.partial(jax.jit, out_shardings=state_shardings)
-  def init_state(rng):
-    params = nn.unbox(init_boxed(rng))
-    return TrainState(step=jnp.asarray(start_step, jnp.int32), params=params,
-                      opt_state=tx.init(params))
+  layout = train_state.build(model_cfg, tx, mesh, rules, input_len=lengths["inputs"],
+                             target_len=lengths["targets"], start_step=start_step)
+  param_shardings, abstract_params = layout.param_shardings, layout.abstract_params
+  opt_shardings, abstract_opt = layout.opt_shardings, layout.abstract_opt_state
+  state_shardings, init_state = layout.shardings, layout.init
 
   # ---- Update step ----------------------------------------------------------------------
   train_step = make_train_step(model, tx, schedule, cfg, exp.loss_mode, rules,
