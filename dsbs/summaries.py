@@ -18,6 +18,8 @@ import sys
 import time
 from typing import Any
 
+import tqdm
+
 from dsbs import fileio
 
 
@@ -35,7 +37,6 @@ class RunLog:
       fileio.makedirs(run_dir)
       self._jsonl = fileio.open_text(os.path.join(run_dir, "metrics.jsonl"), "a")
       if progress:
-        import tqdm  # pylint: disable=g-import-not-at-top
         self._bar = tqdm.tqdm(total=total_steps, initial=start_step, desc="train",
                               unit="step", dynamic_ncols=True, file=sys.stderr,
                               mininterval=2.0)
@@ -54,7 +55,7 @@ class RunLog:
     if not self.enabled:
       return
     row = {"step": int(step), "kind": kind}
-    row.update({k: _jsonable(v) for k, v in scalars.items()})
+    row.update({k: jsonable(v) for k, v in scalars.items()})
     self._jsonl.write(json.dumps(row) + "\n")
     self._jsonl.flush()
     if self._use_tb:
@@ -70,6 +71,7 @@ class RunLog:
   def _tensorboard(self, step: int, kind: str, scalars: dict[str, float]) -> None:
     # tf.summary.write with the "scalars" plugin tag: core TensorFlow only, so event files are
     # written even where the `tensorboard` package (needed only to view them) is not installed.
+    # TensorFlow (seconds to import) only once a run writes TensorBoard scalars.
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from tensorflow.core.framework import summary_pb2  # pylint: disable=g-import-not-at-top
     if self._tb is None:
@@ -94,12 +96,18 @@ class RunLog:
       w.close()
 
 
-def _jsonable(v: Any) -> Any:
+def jsonable(v: Any) -> Any:
+  """`v` as a JSON value: numpy scalars as Python ones, bytes decoded (UTF-8), NaN / Inf and
+  anything else JSON has no value for as their text (visible rather than dropped)."""
+  if isinstance(v, bytes):
+    return v.decode("utf-8", "replace")
   if hasattr(v, "item"):
     v = v.item()
   if isinstance(v, float) and not math.isfinite(v):
-    return str(v)  # JSON has no NaN/Inf; keep it visible rather than dropping the row
-  return v
+    return str(v)
+  if isinstance(v, (str, int, float, bool)) or v is None:
+    return v
+  return str(v)
 
 
 def write_json(run_dir: str, name: str, obj: Any) -> None:

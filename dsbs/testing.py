@@ -53,6 +53,7 @@ def make_hf_t5(out_dir: str, variant: str = "t5_1_1", seed: int = 0, vocab_size:
   transformers 5 ties T5's head whatever the config says, so it is untied by hand);
   variant 't5': ReLU, head tied to the embedding and scaled by d_model**-0.5.
   """
+  # PyTorch and transformers are optional (the `hf` extra) and heavy: the parity tests only
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   if variant not in ("t5_1_1", "t5"):

@@ -22,6 +22,7 @@ if __name__ == "__main__":  # before JAX and TensorFlow start their threads
 import argparse
 import dataclasses
 import functools
+import importlib
 import logging
 import os
 import signal
@@ -37,10 +38,10 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from dsbs import (compilation_cache, experiment, hostmem, input_pipeline, losses, optim, summaries,
-                  train_checkpoints, train_state)
+from dsbs import (compilation_cache, evaluate, experiment, hostmem, input_pipeline, losses, optim,
+                  summaries, train_checkpoints, train_state)
 from dsbs import model as model_lib
-from dsbs.model import partitioning
+from dsbs.model import checkpoint_formats, partitioning
 from dsbs.train_state import TrainState
 
 
@@ -164,8 +165,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   if args.multihost or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
     jax.distributed.initialize()  # one process per host; Cloud TPU / SLURM env gives the rest
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-  import importlib  # pylint: disable=g-import-not-at-top
-  import dsbs.tasks  # pylint: disable=g-import-not-at-top,unused-import  (registers SeqIO tasks)
+  # Registers the SeqIO tasks. SeqIO (~6 s to import) only in the program: the benchmark imports
+  # this module for its step and runs without SeqIO.
+  import dsbs.tasks  # pylint: disable=g-import-not-at-top,unused-import
   exp = experiment.load(args.gin_file, bindings)
   if exp.mixture_or_task_module:
     importlib.import_module(exp.mixture_or_task_module)
@@ -174,7 +176,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     raise SystemExit("no run dir: pass --model_dir or set MODEL_DIR in the experiment")
   result = train(exp, model_dir, TrainConfig())
   if args.then_evaluate:
-    from dsbs import evaluate  # pylint: disable=g-import-not-at-top
     result["test"] = evaluate.run(checkpoint=model_dir, task=exp.mixture_or_task_name,
                                   split=args.eval_split, output_dir=os.path.join(model_dir, "eval"))
   return result
@@ -212,8 +213,7 @@ def parse_flags(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[st
 
 def train(exp: experiment.Experiment, model_dir: str, cfg: TrainConfig) -> dict[str, Any]:
   """Trains `exp` into `model_dir` (resuming from its latest checkpoint); returns final metrics."""
-  import seqio  # pylint: disable=g-import-not-at-top
-  from dsbs import evaluate  # pylint: disable=g-import-not-at-top
+  import seqio  # pylint: disable=g-import-not-at-top  (see main)
   is_main = jax.process_index() == 0
 
   # ---- Mesh and sharding rules ----------------------------------------------------------
@@ -321,7 +321,7 @@ def train(exp: experiment.Experiment, model_dir: str, cfg: TrainConfig) -> dict[
 
   def evaluate_losses(params) -> dict[str, float]:
     out = {}
-    for task in _subtasks(provider):
+    for task in input_pipeline.subtasks(provider):
       sums = np.zeros(2)
       eval_cfg = dataclasses.replace(in_cfg, mixture_or_task_name=task.name, split="validation",
                                      global_batch_size=cfg.eval_batch_size)
@@ -395,10 +395,6 @@ def train(exp: experiment.Experiment, model_dir: str, cfg: TrainConfig) -> dict[
   return result
 
 
-def _subtasks(provider) -> list[Any]:
-  return list(provider.tasks) if hasattr(provider, "tasks") else [provider]
-
-
 def _initial_step(path: str | None) -> int:
   """T5X semantics: fine-tuning from `.../checkpoint_N` continues the step count at N."""
   if not path:
@@ -409,7 +405,6 @@ def _initial_step(path: str | None) -> int:
 
 def _load_initial(path: str, model_cfg: Any, shardings: Any, abstract: Any) -> Any:
   """Pretrained weights from a T5X or HuggingFace checkpoint, placed on `shardings`."""
-  from dsbs.model import checkpoint_formats  # pylint: disable=g-import-not-at-top
   _, params = checkpoint_formats.load_hf_or_t5x(path, model_cfg)
   shapes = jax.tree.map(lambda a: a.shape, abstract)
   got = jax.tree.map(lambda a: np.shape(a), params)
@@ -420,7 +415,7 @@ def _load_initial(path: str, model_cfg: Any, shardings: Any, abstract: Any) -> A
 
 def _provenance(provider, exp: experiment.Experiment, mesh) -> dict[str, Any]:
   tasks = {}
-  for t in _subtasks(provider):
+  for t in input_pipeline.subtasks(provider):
     sizes = {}
     for split in ("train", "validation", "test"):
       try:

@@ -50,13 +50,6 @@ def _join(a: str, b: str) -> str:
   return posixpath.join(a, b) if fileio.is_remote(a) else os.path.join(a, b)
 
 
-def _isdir(path: str) -> bool:
-  if fileio.is_remote(path):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    return tf.io.gfile.isdir(path)
-  return os.path.isdir(path)
-
-
 def _children(path: str) -> list[str]:
   return [_join(path, c.rstrip("/")) for c in fileio.listdir(path)]
 
@@ -77,7 +70,7 @@ def _metric_files(run_dir: str) -> list[tuple[str, str, str]]:
   """(source, task, path) of every SeqIO metrics file of a run dir, one level of eval dirs."""
   found = []
   for source_dir, source in [(run_dir, "")] + [(d, posixpath.basename(d.rstrip("/")))
-                                                for d in _children(run_dir) if _isdir(d)]:
+                                                for d in _children(run_dir) if fileio.isdir(d)]:
     ie = _join(source_dir, "inference_eval")
     if not fileio.exists(ie):
       continue
@@ -106,8 +99,8 @@ def find_run_dirs(paths: Iterable[str], depth: int = 2) -> list[str]:
       for d in frontier:
         if is_run_dir(d):
           out.append(d)
-        elif _isdir(d):
-          nxt += [c for c in _children(d) if _isdir(c)]
+        elif fileio.isdir(d):
+          nxt += [c for c in _children(d) if fileio.isdir(c)]
       frontier = nxt
   return sorted(dict.fromkeys(out))
 

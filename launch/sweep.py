@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
+import hashlib
 import itertools
 import json
 import os
@@ -87,7 +88,7 @@ def load_definition(path: str) -> dict[str, Any]:
   with open(path, encoding="utf-8") as f:
     text = f.read()
   if path.endswith((".yaml", ".yml")):
-    import yaml  # pylint: disable=g-import-not-at-top
+    import yaml  # pylint: disable=g-import-not-at-top  (optional: .yaml sweep files only)
     try:
       sweep = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -109,6 +110,7 @@ TASK_DATASET = {"anli": "anli1", "cqa": "cqa", "esnli": "esnli", "svamp": "svamp
 def _default_mixture_name(dataset: str, method: str, data_pct: float = 100,
                           label_rate: float | None = None) -> str:
   """The registered task/mixture name of a cell, from dsbs.tasks' own naming functions."""
+  # dsbs.tasks imports SeqIO (~6 s): only sweeps whose cells need a default name pay for it
   from dsbs.tasks import registry  # pylint: disable=g-import-not-at-top
 
   ds = TASK_DATASET[dataset]
@@ -137,7 +139,7 @@ def _gin_literal(value: Any) -> str:
 
 
 def _default_uses_label_rate(method: str) -> bool:
-  from dsbs.tasks import registry  # pylint: disable=g-import-not-at-top
+  from dsbs.tasks import registry  # pylint: disable=g-import-not-at-top  (as above)
   return method in registry.MIXTURES
 
 
@@ -241,7 +243,6 @@ def render(job: Job, sweep: dict[str, Any]) -> list[str]:
     return argv + [f"--gin.{b}" for b in job.bindings]
   vm = f"{sweep['name']}-{job.name}"
   if len(vm) > 63:  # GCE name limit: keep it unique with a stable hash of the full name
-    import hashlib  # pylint: disable=g-import-not-at-top
     vm = vm[:54].rstrip("-") + "-" + hashlib.sha1(vm.encode()).hexdigest()[:8]
   argv = [os.path.join("launch", "tpu_vm.sh"), f"--name={vm}", f"--zone={sweep['zone']}",
           f"--accelerator={job.accelerator}", f"--model_dir={job.model_dir}",

@@ -1,7 +1,6 @@
 """Orbax checkpointer: round trip, keep-N plus best, run-dir resolution, best.json."""
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping
 
-from dsbs.data import parse
+from dsbs.data import arithmetic, parse
 
 DATASETS = ("anli1", "esnli", "cqa", "svamp")
 SYNTHETIC = ("arith",)
@@ -85,8 +85,6 @@ def _svamp_input(row: Mapping[str, Any]) -> str:
 
 
 def _svamp_label(row: Mapping[str, Any]) -> str:
-  from dsbs.data import arithmetic  # pylint: disable=g-import-not-at-top
-
   label = _get(row, "label").strip()
   try:
     arithmetic.evaluate(label)

@@ -10,6 +10,8 @@ import dataclasses
 import json
 from typing import Any, Iterable, Iterator
 
+from dsbs import fileio
+
 # Parse status of the teacher output. Only OK records train the rationale / teacher-label tasks;
 # the rest are kept, counted and reported (see README, "Unparseable teacher outputs").
 OK = "ok"
@@ -85,8 +87,6 @@ def iter_json_objects(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
 
   A line that is not valid JSON, or not a JSON object, raises RecordError naming file and line.
   """
-  from dsbs import fileio  # pylint: disable=g-import-not-at-top
-
   with fileio.open_text(path) as f:
     for line_no, line in enumerate(f, start=1):
       if not line.strip():
@@ -108,8 +108,6 @@ def read_jsonl(path: str) -> Iterator[Example]:
 
 def write_jsonl(path: str, examples: Iterable[Example]) -> int:
   """Writes records atomically (temp file + rename); returns the count."""
-  from dsbs import fileio  # pylint: disable=g-import-not-at-top
-
   n = 0
   with fileio.atomic_write_text(path) as f:
     for ex in examples:

@@ -18,6 +18,8 @@ import tempfile
 from typing import Any, Mapping
 
 import numpy as np
+from flax import linen as nn
+from safetensors.numpy import load_file, save_file
 
 from dsbs import fileio
 from dsbs.model import param_tree
@@ -175,14 +177,14 @@ def _read_state_dict(local_dir: str) -> dict[str, np.ndarray]:
   for shard in shards:
     path = os.path.join(local_dir, shard)
     if shard.endswith(".safetensors"):
-      from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
       try:
         tensors = load_file(path)
       except (TypeError, ValueError):  # bfloat16 tensors: numpy has no bf16, go through torch
+        # PyTorch is optional and heavy: only for checkpoints that need it
         from safetensors.torch import load_file as load_torch  # pylint: disable=g-import-not-at-top
         tensors = {k: v.float().numpy() for k, v in load_torch(path).items()}
     else:
-      import torch  # pylint: disable=g-import-not-at-top
+      import torch  # pylint: disable=g-import-not-at-top  (optional: pytorch_model.bin only)
       tensors = {k: v.float().numpy() for k, v in
                  torch.load(path, map_location="cpu", weights_only=True).items()}
     state.update({k: np.asarray(v, np.float32) for k, v in tensors.items()})
@@ -264,8 +266,6 @@ def export_hf(params: Mapping[str, Any], config: T5Config, out_dir: str,
   the tokenizer is written too: spiece.model + tokenizer_config.json (T5Tokenizer with
   `extra_ids` sentinel tokens, as seqio's default T5 vocabulary).
   """
-  from flax import linen as nn  # pylint: disable=g-import-not-at-top
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   flat = param_tree.flatten(nn.unbox(dict(params)))
   flat = {k: np.asarray(v, np.float32) for k, v in flat.items()}
   if any(k.startswith(("encoder/layers/", "decoder/layers/")) for k in flat):

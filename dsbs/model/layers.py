@@ -241,12 +241,13 @@ class MultiHeadDotProductAttention(nn.Module):
 
   def _project(self, name: str, inputs: Array) -> Array:
     """[batch, length, heads, head_dim]; the query kernel carries T5's 1/sqrt(head_dim)."""
-    init = self.kernel_init
     if name == "query":
       depth_scaling = jnp.sqrt(self.head_dim).astype(jnp.float32)
 
       def init(*args):
         return self.kernel_init(*args) / depth_scaling
+    else:
+      init = self.kernel_init
     out = DenseGeneral(features=(self.num_heads, self.head_dim), axis=-1,
                        kernel_axes=("embed", "joined_kv"), dtype=self.dtype, kernel_init=init,
                        name=name)(inputs)

@@ -35,6 +35,8 @@ import tempfile
 from typing import Any, Mapping
 
 import numpy as np
+from flax import linen as nn
+from flax import serialization
 
 from dsbs import fileio
 from dsbs.model import param_tree
@@ -80,6 +82,7 @@ def _absolute_spec(spec: Mapping[str, Any], ckpt_dir: str) -> dict[str, Any]:
 
 
 def _read_spec(spec: Mapping[str, Any], ckpt_dir: str, name: str) -> np.ndarray:
+  # tensorstore (~2 s to import) only when a T5X checkpoint is read or written
   import tensorstore as ts  # pylint: disable=g-import-not-at-top
   full = _absolute_spec(spec, ckpt_dir)
   try:
@@ -90,7 +93,6 @@ def _read_spec(spec: Mapping[str, Any], ckpt_dir: str, name: str) -> np.ndarray:
 
 
 def _read_msgpack_checkpoint(ckpt_dir: str) -> dict[str, Any]:
-  from flax import serialization  # pylint: disable=g-import-not-at-top
   with fileio.open_bytes(f"{ckpt_dir}/checkpoint") as f:
     contents = serialization.msgpack_restore(f.read())
   state = contents.get("optimizer", contents)
@@ -113,6 +115,7 @@ def _read_msgpack_checkpoint(ckpt_dir: str) -> dict[str, Any]:
 
 
 def _read_orbax_checkpoint(ckpt_dir: str) -> dict[str, Any]:
+  # Orbax only for T5X checkpoints in its layout: evaluation of HF dirs does without it
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   tree = ocp.PyTreeCheckpointer().restore(ckpt_dir)
   for key in ("target", "params"):
@@ -158,9 +161,7 @@ def write_t5x_checkpoint(params: Mapping[str, Any], out_dir: str, step: int) -> 
   Every parameter becomes a gzip zarr array written with tensorstore (the 'gcs' driver for
   gs://), referenced from the msgpack `checkpoint` file by a relative spec, as T5X writes them.
   """
-  import tensorstore as ts  # pylint: disable=g-import-not-at-top
-  from flax import linen as nn  # pylint: disable=g-import-not-at-top
-  from flax import serialization  # pylint: disable=g-import-not-at-top
+  import tensorstore as ts  # pylint: disable=g-import-not-at-top  (see _read_spec)
   flat = {k: np.asarray(v, np.float32) for k, v in
           param_tree.flatten(nn.unbox(dict(params))).items()}
   ckpt_dir = f"{out_dir.rstrip('/')}/checkpoint_{step}"

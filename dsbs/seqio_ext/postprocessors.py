@@ -16,6 +16,7 @@ whereas the teacher parser must handle free-form LLM text.
 """
 from __future__ import annotations
 
+import functools
 import re
 import string
 import unicodedata
@@ -83,8 +84,6 @@ def postprocess(text: Any, example: Any = None, is_target: bool = False, *, kind
 def make_postprocessor(kind: str, label_space: Sequence[str] | None = None,
                        cot: bool = False) -> Callable[..., str]:
   """A picklable SeqIO postprocess_fn for one task."""
-  import functools  # pylint: disable=g-import-not-at-top
-
   if kind not in LABEL_KINDS:
     raise ValueError(f"unknown kind {kind!r}; expected one of {LABEL_KINDS}")
   space = tuple(label_space) if label_space else None

@@ -19,8 +19,10 @@ import sys
 import time
 from typing import Any, Iterator, Sequence
 
+from tqdm import tqdm
+
 from dsbs import fileio
-from dsbs.data import record
+from dsbs.data import arithmetic, record
 from dsbs.data.record import Example
 from dsbs.teacher import cache as cache_lib
 from dsbs.teacher import client as client_lib
@@ -126,8 +128,6 @@ _CHUNK = 1000
 def labels_agree(kind: str, a: str, b: str) -> bool:
   """Whether two labels are the same answer under `kind` (by value for arithmetic kinds)."""
   if kind in ("arithmetic", "numeric"):
-    from dsbs.data import arithmetic  # pylint: disable=g-import-not-at-top
-
     return arithmetic.expressions_equal(a, b)
   return a.strip().casefold() == b.strip().casefold()
 
@@ -193,7 +193,6 @@ class _Progress:
     self.stats, self.failed = stats, 0
     self.bar = None
     if enabled and total:
-      from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
       self.bar = tqdm(total=total, unit="sample", file=sys.stderr, dynamic_ncols=True,
                       desc="teacher")

@@ -13,7 +13,7 @@ import os
 from typing import Sequence
 
 from dsbs import fileio
-from dsbs.data import record
+from dsbs.data import loader, record
 from dsbs.data.record import Example, RecordError
 
 _USER_FIELDS = {"id", "input", "label", "choices", "meta"}
@@ -84,9 +84,4 @@ def file_sha256(path: str) -> str:
 
 def load_benchmark(dataset: str, split: str, data_dir: str | None = None) -> list[Example]:
   """A released benchmark split through the data layer (`dsbs.data.load_examples`)."""
-  import dsbs.data  # pylint: disable=g-import-not-at-top
-
-  load_examples = getattr(dsbs.data, "load_examples", None)
-  if load_examples is None:
-    raise RuntimeError("dsbs.data.load_examples is not available in this install")
-  return list(load_examples(dataset, split, data_dir=data_dir))
+  return list(loader.load_examples(dataset, split, data_dir=data_dir))

@@ -28,7 +28,7 @@ import os
 from typing import Any, Sequence
 
 from dsbs import fileio
-from dsbs.data import parse
+from dsbs.data import arithmetic, parse
 
 CHAT_STYLES = ("turns", "block")
 _DEFAULT_STOP = ("\n\nQ:", "\nQ:")
@@ -130,8 +130,6 @@ def _labels_match(kind: str, got: str | None, want: str) -> bool:
   if got is None:
     return False
   if kind == "arithmetic":
-    from dsbs.data import arithmetic  # pylint: disable=g-import-not-at-top
-
     return arithmetic.expressions_equal(got, want)
   if kind == "numeric":
     try:

@@ -11,6 +11,7 @@ import json
 import urllib.parse
 from typing import Any
 
+import dsbs
 from dsbs import fileio
 
 FILENAME = "provenance.json"
@@ -40,8 +41,6 @@ def now_iso() -> str:
 
 def write(output_dir: str, split: str, entry: dict[str, Any]) -> str:
   """Merges this split's entry into `<output_dir>/provenance.json`; returns the path."""
-  import dsbs  # pylint: disable=g-import-not-at-top
-
   path = output_dir.rstrip("/") + "/" + FILENAME
   doc: dict[str, Any] = {}
   if fileio.exists(path):
