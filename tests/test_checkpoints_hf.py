@@ -10,6 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from safetensors.numpy import load_file, save_file  # pylint: disable=g-import-not-at-top
+
 from dsbs import testing  # pylint: disable=g-import-not-at-top
 from dsbs.model import hf_format, param_tree
 
@@ -33,7 +35,6 @@ def hf_dir(request, tmp_path_factory):
 
 
 def test_untied_reference_really_untied(tmp_path):
-  from safetensors.numpy import load_file
   d = testing.make_hf_t5(str(tmp_path), "t5_1_1")
   tensors = load_file(os.path.join(d, "model.safetensors"))
   assert "lm_head.weight" in tensors
@@ -106,7 +107,6 @@ def test_export_writes_tokenizer(tmp_path):
 
 
 def test_bad_checkpoints_raise(tmp_path, hf_dir):
-  from safetensors.numpy import load_file, save_file
   tensors = load_file(os.path.join(hf_dir, "model.safetensors"))
   bad = tmp_path / "bad"
   bad.mkdir()

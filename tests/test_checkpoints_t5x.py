@@ -4,17 +4,18 @@ import os
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
+import tensorstore as ts
 from flax import serialization
 
 from dsbs import testing
-from dsbs.model import Transformer, param_tree, t5x_format
+from dsbs.model import Transformer, checkpoint_formats, param_tree, t5x_format
 
 
 def _hand_written_t5x(ckpt_dir, params, inline=("decoder/decoder_norm/scale",)):
   """A checkpoint in T5X's layout, written here independently of dsbs.model.t5x_format: the old
   'optimizer' wrapper, tensorstore zarr arrays for most leaves, some leaves inline."""
-  import tensorstore as ts
   os.makedirs(ckpt_dir)
   target = {}
   for name, value in param_tree.flatten(params).items():
@@ -80,7 +81,6 @@ def test_write_then_read_roundtrip_and_layouts(tmp_path):
 
 
 def test_orbax_pytree_checkpoint(tmp_path):
-  import orbax.checkpoint as ocp
   config = testing.tiny_config()
   params = testing.tiny_params(config, seed=5)
   ckptr = ocp.PyTreeCheckpointer()
@@ -118,7 +118,6 @@ def test_gcs_spec_is_rebased_to_the_bucket_read():
 
 
 def test_load_checkpoint_dispatch(tmp_path):
-  from dsbs.model import checkpoint_formats
   config = testing.tiny_config()
   params = testing.tiny_params(config, seed=6)
   out = checkpoint_formats.export(params, config, str(tmp_path / "t5x"), fmt="t5x", step=2)

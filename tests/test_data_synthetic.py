@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from dsbs import experiment
 from dsbs.data import load_examples, parse_output
 from dsbs.data import stats, synthetic
 from dsbs.data.record import NO_TEACHER, OK, PARSE_STATUSES
@@ -85,7 +86,6 @@ def test_goes_through_the_parser():
 
 def test_main_job_lengths_cover_the_data():
   """default.gin's feature lengths fit every byte sequence of the default set (nothing cut)."""
-  from dsbs import experiment  # pylint: disable=g-import-not-at-top
   exp = experiment.load([experiment.REPO_GIN_DIR + "/default.gin"], apply_runner_bindings=False)
   assert exp.mixture_or_task_name == "arith_dsbs_byte"
   exs = [e for s in ("train", "validation", "test") for e in load_examples("arith", s)]

@@ -10,10 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
+from safetensors.numpy import load_file, save_file
 
 from dsbs import decoding, testing
 from dsbs.decoding import caches, encoder_decoder
-from dsbs.model import Transformer, init_params, param_tree
+from dsbs.model import Transformer, hf_format, init_params, param_tree
 
 MAX_LEN = 10
 
@@ -302,8 +303,6 @@ def test_length_penalty_changes_normalisation():
 def hf_model(tmp_path_factory):
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
-  from safetensors.numpy import load_file, save_file
-  from dsbs.model import hf_format
   # transformers' generate() needs equal encoder/decoder depth (its cache is sized by num_layers)
   d = testing.make_hf_t5(str(tmp_path_factory.mktemp("hfgen")), "t5_1_1", seed=5, vocab_size=12,
                          num_decoder_layers=2)

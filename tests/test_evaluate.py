@@ -7,6 +7,7 @@ import pytest
 
 import train_fixtures as support
 from dsbs import evaluate, train
+from dsbs.model import checkpoint_formats
 
 pytestmark = pytest.mark.timeout(300)
 support.share_compilation_cache()
@@ -61,7 +62,6 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 
 def test_hf_and_t5x_exports_evaluate_like_the_run_dir(run_dir, tmp_path):
   """The same weights exported to HF and T5X formats give the same predictions."""
-  from dsbs.model import checkpoint_formats
   cfg, params, _ = evaluate.load_model(str(run_dir))
   hf_dir = checkpoint_formats.export(params, cfg, str(tmp_path / "hf"), fmt="hf")
   t5x_dir = checkpoint_formats.export(params, cfg, str(tmp_path / "t5x"), fmt="t5x", step=2)

@@ -15,6 +15,10 @@ from typing import Any
 import pytest
 from gin import config_parser
 
+import dsbs.data
+from dsbs import experiment
+from dsbs.seqio_ext import vocab
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 GIN_DIR = REPO / "gin_configs"
 DATASETS = ("anli", "cqa", "esnli", "svamp")
@@ -352,7 +356,7 @@ def test_loss_weighting_is_bound_to_the_feature_converter():
 
 def test_task_names_resolve_in_the_registry():
   seqio = pytest.importorskip("seqio")
-  import dsbs.tasks  # pylint: disable=g-import-not-at-top,unused-import
+  import dsbs.tasks  # pylint: disable=g-import-not-at-top,unused-import  (after the skip above)
 
   names = set()
   for p in ours():
@@ -367,8 +371,6 @@ def test_task_names_resolve_in_the_registry():
 
 def test_vocabulary_matches_what_the_tasks_use():
   """T5X's eval refuses a model whose vocabulary differs from the task's; both come from here."""
-  from dsbs.seqio_ext import vocab  # pylint: disable=g-import-not-at-top
-
   for size in SIZES:
     b = {k: v for _, k, v in _parsed(f"model_{size}.gin").bindings}
     assert b["vocab.get_vocabulary.spec"] == vocab.DEFAULT_SPEC
@@ -380,8 +382,6 @@ def test_vocabulary_matches_what_the_tasks_use():
 @pytest.mark.parametrize("name", TRAIN_FILES + ["smoke_offline.gin"])
 def test_builtin_runner_reads_the_same_experiment(name):
   """dsbs.train reads these files too (dsbs.experiment): same task, lengths, steps, model."""
-  from dsbs import experiment  # pylint: disable=g-import-not-at-top
-
   exp = experiment.load([f"gin_configs/{name}"], search_path=[str(REPO)],
                         apply_runner_bindings=False)
   res = resolve([f"gin_configs/{name}"], {"MODEL_DIR": "'/tmp/x'"})
@@ -398,8 +398,6 @@ def test_builtin_runner_reads_the_same_experiment(name):
 
 def test_feature_lengths_cover_the_released_data(data_dir):
   """inputs/targets hold p99 of the released inputs and rationales at 4.2 chars per token."""
-  import dsbs.data  # pylint: disable=g-import-not-at-top
-
   chars_per_token, prefix_tokens = 4.2, 3
   splits = {"anli": ("anli1", "test"), "cqa": ("cqa", "test"), "esnli": ("esnli", "test"),
             "svamp": ("svamp", "test")}

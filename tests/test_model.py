@@ -11,6 +11,7 @@ from flax import linen as nn
 
 from dsbs import testing
 from dsbs.model import Transformer, get_config, init_params, layers, param_tree
+from dsbs.model import config as config_lib
 from dsbs.model.config import T5Config
 
 
@@ -102,7 +103,6 @@ def test_gin_picks_a_size():
     gin.parse_config(["dsbs.model.get_config.name = 't5_1_1_xl'",
                       "dsbs.model.get_config.dropout_rate = 0.1"])
   try:
-    from dsbs.model import config as config_lib
     cfg = config_lib.get_config()
     assert cfg.emb_dim == 2048 and cfg.dropout_rate == 0.1
   finally:

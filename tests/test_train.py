@@ -11,6 +11,7 @@ import pytest
 
 import train_fixtures as support
 from dsbs import train, train_checkpoints
+from dsbs.seqio_ext import feature_converters as fc
 
 pytestmark = pytest.mark.timeout(300)
 support.share_compilation_cache()
@@ -78,7 +79,6 @@ def test_pulse_writes_run_dir(full_run):
 
 def test_paper_loss_normalisation():
   """batch_loss = a * L_label + (1 - a) * L_rationale with the converter's weights."""
-  from dsbs.seqio_ext import feature_converters as fc
   rng = np.random.default_rng(0)
   logits = rng.normal(size=(2, 5, 11)).astype(np.float32)
   targets = np.array([[3, 4, 1, 0, 0], [5, 6, 7, 8, 1]], np.int32)

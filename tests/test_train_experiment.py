@@ -8,6 +8,7 @@ import pytest
 
 from dsbs import experiment
 from dsbs import train  # registers TrainConfig / OptimizerConfig with gin
+from dsbs.model import get_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_DIR = os.path.join(REPO, "gin_configs")
@@ -97,6 +98,5 @@ def test_every_shipped_gin_file_parses_and_experiments_resolve():
       n_exp += 1
       assert exp.mixture_or_task_name and exp.train_steps > 0 and exp.batch_size > 0, f
       assert exp.model_name, f
-      from dsbs.model import get_config
       get_config(exp.model_name)  # the name exists in the model registry
   assert n_exp >= 2

@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 
+import jax
 import numpy as np
 import seqio
 import tensorflow as tf
@@ -89,7 +90,6 @@ _CACHE_DIR = os.path.join(tempfile.gettempdir(), f"dsbs-test-jax-cache-{os.getui
 
 def share_compilation_cache() -> None:
   """One persistent XLA cache for this test session and its subprocesses (tiny programs)."""
-  import jax  # pylint: disable=g-import-not-at-top
   jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
