@@ -127,25 +127,27 @@ def name_map(config: T5Config) -> dict[str, tuple[str, str]]:
     m[f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = (
         f"{stack}/relpos_bias/rel_embedding", "T")
     m[f"{stack}.final_layer_norm.weight"] = (f"{stack}/{stack}_norm/scale", "id")
-  attn = {"q": "query", "k": "key", "v": "value", "o": "out"}
-  for i in range(config.num_encoder_layers):
-    hf, ours = f"encoder.block.{i}.layer", f"encoder/layers_{i}"
-    m[f"{hf}.0.layer_norm.weight"] = (f"{ours}/pre_attention_layer_norm/scale", "id")
-    for h, o in attn.items():
-      m[f"{hf}.0.SelfAttention.{h}.weight"] = (f"{ours}/attention/{o}/kernel", "T")
-    m[f"{hf}.1.layer_norm.weight"] = (f"{ours}/pre_mlp_layer_norm/scale", "id")
-    for w in _mlp_names(config) + ["wo"]:
-      m[f"{hf}.1.DenseReluDense.{w}.weight"] = (f"{ours}/mlp/{w}/kernel", "T")
-  for i in range(config.num_decoder_layers):
-    hf, ours = f"decoder.block.{i}.layer", f"decoder/layers_{i}"
-    m[f"{hf}.0.layer_norm.weight"] = (f"{ours}/pre_self_attention_layer_norm/scale", "id")
-    m[f"{hf}.1.layer_norm.weight"] = (f"{ours}/pre_cross_attention_layer_norm/scale", "id")
-    m[f"{hf}.2.layer_norm.weight"] = (f"{ours}/pre_mlp_layer_norm/scale", "id")
-    for h, o in attn.items():
-      m[f"{hf}.0.SelfAttention.{h}.weight"] = (f"{ours}/self_attention/{o}/kernel", "T")
-      m[f"{hf}.1.EncDecAttention.{h}.weight"] = (f"{ours}/encoder_decoder_attention/{o}/kernel", "T")
-    for w in _mlp_names(config) + ["wo"]:
-      m[f"{hf}.2.DenseReluDense.{w}.weight"] = (f"{ours}/mlp/{w}/kernel", "T")
+  # Per layer, HF sublayer index -> (our layer norm, our attention or None for the MLP, HF's)
+  sublayers = {
+      "encoder": ((0, "pre_attention_layer_norm", "attention", "SelfAttention"),
+                  (1, "pre_mlp_layer_norm", None, None)),
+      "decoder": ((0, "pre_self_attention_layer_norm", "self_attention", "SelfAttention"),
+                  (1, "pre_cross_attention_layer_norm", "encoder_decoder_attention",
+                   "EncDecAttention"),
+                  (2, "pre_mlp_layer_norm", None, None)),
+  }
+  layers = {"encoder": config.num_encoder_layers, "decoder": config.num_decoder_layers}
+  for stack, subs in sublayers.items():
+    for i in range(layers[stack]):
+      hf, ours = f"{stack}.block.{i}.layer", f"{stack}/layers_{i}"
+      for j, norm, attention, hf_attention in subs:
+        m[f"{hf}.{j}.layer_norm.weight"] = (f"{ours}/{norm}/scale", "id")
+        if attention is None:
+          for w in _mlp_names(config) + ["wo"]:
+            m[f"{hf}.{j}.DenseReluDense.{w}.weight"] = (f"{ours}/mlp/{w}/kernel", "T")
+        else:
+          for h, o in {"q": "query", "k": "key", "v": "value", "o": "out"}.items():
+            m[f"{hf}.{j}.{hf_attention}.{h}.weight"] = (f"{ours}/{attention}/{o}/kernel", "T")
   return m
 
 

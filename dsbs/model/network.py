@@ -49,6 +49,26 @@ def _dropout(cfg: T5Config) -> nn.Dropout:
   return nn.Dropout(rate=cfg.dropout_rate, broadcast_dims=(-2,))
 
 
+def _residual(cfg: T5Config, deterministic: bool, y: Array, inputs: Array) -> Array:
+  """dropout(y) + inputs, sharded as ('batch', 'length', 'embed')."""
+  return constrain(_dropout(cfg)(y, deterministic=deterministic) + inputs,
+                   ("batch", "length", "embed"))
+
+
+def _mlp_sublayer(cfg: T5Config, deterministic: bool, inputs: Array) -> Array:
+  """Pre-norm feed-forward block with its residual (the last sublayer of every layer)."""
+  dtype = jnp.dtype(cfg.dtype)
+  y = LayerNorm(cfg.layer_norm_epsilon, dtype, name="pre_mlp_layer_norm")(inputs)
+  y = MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dropout_rate, dtype, name="mlp")(
+      y, deterministic)
+  return _residual(cfg, deterministic, y, inputs)
+
+
+def _attention_args(cfg: T5Config) -> tuple[Any, ...]:
+  return (cfg.num_heads, cfg.head_dim, jnp.dtype(cfg.dtype), cfg.dropout_rate,
+          cfg.float32_attention_logits)
+
+
 class EncoderLayer(nn.Module):
   """Pre-norm self-attention + MLP block with residuals."""
   config: T5Config
@@ -58,17 +78,11 @@ class EncoderLayer(nn.Module):
   @nn.compact
   def __call__(self, inputs: Array, mask: Array | None, bias: Array) -> Array | tuple[Array, None]:
     cfg, det = self.config, self.deterministic
-    dtype = jnp.dtype(cfg.dtype)
-    x = LayerNorm(cfg.layer_norm_epsilon, dtype, name="pre_attention_layer_norm")(inputs)
-    x = MultiHeadDotProductAttention(cfg.num_heads, cfg.head_dim, dtype, cfg.dropout_rate,
-                                     cfg.float32_attention_logits, name="attention")(
-                                         x, x, mask, bias, deterministic=det)
-    x = _dropout(cfg)(x, deterministic=det) + inputs
-    x = constrain(x, ("batch", "length", "embed"))
-    y = LayerNorm(cfg.layer_norm_epsilon, dtype, name="pre_mlp_layer_norm")(x)
-    y = MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dropout_rate, dtype, name="mlp")(y, det)
-    y = _dropout(cfg)(y, deterministic=det) + x
-    y = constrain(y, ("batch", "length", "embed"))
+    x = LayerNorm(cfg.layer_norm_epsilon, jnp.dtype(cfg.dtype), name="pre_attention_layer_norm")(
+        inputs)
+    x = MultiHeadDotProductAttention(*_attention_args(cfg), name="attention")(
+        x, x, mask, bias, deterministic=det)
+    y = _mlp_sublayer(cfg, det, _residual(cfg, det, x, inputs))
     return (y, None) if self.scanned else y
 
 
@@ -85,22 +99,14 @@ class DecoderLayer(nn.Module):
                cross_bias: Array | None = None) -> Array | tuple[Array, None]:
     cfg, det = self.config, self.deterministic
     dtype = jnp.dtype(cfg.dtype)
-    attn_args = (cfg.num_heads, cfg.head_dim, dtype, cfg.dropout_rate,
-                 cfg.float32_attention_logits)
     x = LayerNorm(cfg.layer_norm_epsilon, dtype, name="pre_self_attention_layer_norm")(inputs)
-    x = MultiHeadDotProductAttention(*attn_args, name="self_attention")(
+    x = MultiHeadDotProductAttention(*_attention_args(cfg), name="self_attention")(
         x, x, self_mask, bias, decode=self.decode, deterministic=det)
-    x = _dropout(cfg)(x, deterministic=det) + inputs
-    x = constrain(x, ("batch", "length", "embed"))
+    x = _residual(cfg, det, x, inputs)
     y = LayerNorm(cfg.layer_norm_epsilon, dtype, name="pre_cross_attention_layer_norm")(x)
-    y = EncoderDecoderAttention(*attn_args, name="encoder_decoder_attention")(
+    y = EncoderDecoderAttention(*_attention_args(cfg), name="encoder_decoder_attention")(
         y, encoded, cross_mask, cross_bias, decode=self.decode, deterministic=det)
-    y = _dropout(cfg)(y, deterministic=det) + x
-    y = constrain(y, ("batch", "length", "embed"))
-    z = LayerNorm(cfg.layer_norm_epsilon, dtype, name="pre_mlp_layer_norm")(y)
-    z = MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dropout_rate, dtype, name="mlp")(z, det)
-    z = _dropout(cfg)(z, deterministic=det) + y
-    z = constrain(z, ("batch", "length", "embed"))
+    z = _mlp_sublayer(cfg, det, _residual(cfg, det, y, x))
     return (z, None) if self.scanned else z
 
 
