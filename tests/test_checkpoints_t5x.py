@@ -111,7 +111,8 @@ def test_mismatched_config_and_missing_dirs_raise(tmp_path):
 def test_gcs_spec_is_rebased_to_the_bucket_read():
   spec = {"driver": "zarr", "kvstore": {"driver": "gcs", "bucket": "t5x-dummy-bucket"},
           "path": "target.encoder.encoder_norm.scale", "metadata": {}}
-  full = t5x_format._absolute_spec(spec, "gs://my-bucket/runs/x/checkpoint_100")  # pylint: disable=protected-access
+  full = t5x_format._absolute_spec(  # pylint: disable=protected-access
+      spec, "gs://my-bucket/runs/x/checkpoint_100")
   assert full["kvstore"] == {"driver": "gcs", "bucket": "my-bucket",
                              "path": "runs/x/checkpoint_100/target.encoder.encoder_norm.scale"}
   assert "path" not in full

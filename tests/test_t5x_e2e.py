@@ -5,8 +5,8 @@ One tiny T5X run (20 steps, byte vocabulary, synthetic arith data, ~1-2 min on 2
 serves every test here:
   * T5X trains it and evaluates it on validation while training, and `t5x.eval` scores the
     checkpoint on test (the commands in gin_configs/smoke_offline.gin's header);
-  * dsbs.model.checkpoint_formats reads T5X's checkpoint, and dsbs's Flax T5 gives the same logits as
-    T5X's own network on those parameters;
+  * dsbs.model.checkpoint_formats reads T5X's checkpoint, and dsbs's Flax T5 gives the same
+    logits as T5X's own network on those parameters;
   * a checkpoint exported by dsbs in T5X format evaluates under `t5x.eval` with predictions
     identical to the original checkpoint's.
 """

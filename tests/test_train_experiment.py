@@ -58,8 +58,8 @@ OptimizerConfig.name = 'adamw'
 
 
 def test_dsbs_model_macro_wins_over_include(tmp_path):
-  f = _write(tmp_path, "e.gin", "include 't5x/examples/t5/t5_1_1/base.gin'\nDSBS_MODEL = 'test_tiny'\n"
-             "MIXTURE_OR_TASK_NAME = 'x'\nTASK_FEATURE_LENGTHS = {'inputs': 8, 'targets': 8}\n"
+  f = _write(tmp_path, "e.gin", "include 't5x/examples/t5/t5_1_1/base.gin'\n"
+             "DSBS_MODEL = 'test_tiny'\nMIXTURE_OR_TASK_NAME = 'x'\nTASK_FEATURE_LENGTHS = {'inputs': 8, 'targets': 8}\n"
              "TRAIN_STEPS = 3\n")
   assert experiment.load([f]).model_name == "test_tiny"
 
@@ -70,7 +70,8 @@ def test_dsbs_model_macro_wins_over_include(tmp_path):
     ("MIXTURE_OR_TASK_NAME = 'x'\nTASK_FEATURE_LENGTHS = {'inputs': 8}\nTRAIN_STEPS = 3\n"
      "DSBS_MODEL = 'test_tiny'\n", r"bad.gin:2: TASK_FEATURE_LENGTHS"),
     ("MIXTURE_OR_TASK_NAME = 'x'\nTASK_FEATURE_LENGTHS = {'inputs': 8, 'targets': 8}\n"
-     "TRAIN_STEPS = '3'\nDSBS_MODEL = 'test_tiny'\n", r"bad.gin:3: macro TRAIN_STEPS = '3' should be int"),
+     "TRAIN_STEPS = '3'\nDSBS_MODEL = 'test_tiny'\n",
+     r"bad.gin:3: macro TRAIN_STEPS = '3' should be int"),
     ("MIXTURE_OR_TASK_NAME = 'x'\nTASK_FEATURE_LENGTHS = {'inputs': 8, 'targets': 8}\n"
      "TRAIN_STEPS = 3\n", "no model"),
     ("include 'missing.gin'\n", r"bad.gin:1: include 'missing.gin' not found"),

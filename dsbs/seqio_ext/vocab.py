@@ -137,7 +137,8 @@ def train_sentencepiece(lines: Iterable[str], output: str, vocab_size: int,
 
 def _examples_for(args: argparse.Namespace) -> list[object]:
   if args.jsonl:
-    from dsbs.tasks import user  # pylint: disable=g-import-not-at-top  (dsbs.tasks imports this module)
+    # dsbs.tasks imports this module (and SeqIO): imported here
+    from dsbs.tasks import user  # pylint: disable=g-import-not-at-top
 
     out = []
     for path in args.jsonl:

@@ -76,13 +76,15 @@ def measure(bc: dict[str, Any], mc: dict[str, Any]) -> dict[str, Any]:
   interpreter only)."""
   # T5X exists only in the side interpreter (the dsbs side imports this module to launch it),
   # and there JAX must start after the allocator setting of __main__: imported here.
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import seqio  # pylint: disable=g-import-not-at-top
-  import t5x  # pylint: disable=g-import-not-at-top
-  from t5x import adafactor, decoding, models, train_state, trainer  # pylint: disable=g-import-not-at-top
-  from t5x.examples.t5 import network  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import seqio
+  import t5x
+  from t5x import adafactor, decoding, models, train_state, trainer
+  from t5x.examples.t5 import network
+  # pylint: enable=g-import-not-at-top
 
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[bc["dtype"]]
   cfg = network.T5Config(
