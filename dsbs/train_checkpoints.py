@@ -19,7 +19,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
-from dsbs.data import io
+from dsbs import fileio
 
 
 PyTree = Any
@@ -79,7 +79,7 @@ class Checkpointer:
       # must name a step that the preservation policy keeps.
       if old is None or (value >= old if self._best_mode == "max" else value <= old):
         self._best = {"step": int(step), "metric": self.best_metric, "value": value}
-        with io.atomic_write_text(os.path.join(self.directory, "best.json")) as f:
+        with fileio.atomic_write_text(os.path.join(self.directory, "best.json")) as f:
           json.dump(self._best, f)
     return saved
 
@@ -144,9 +144,9 @@ def _best_from_metadata(mngr: ocp.CheckpointManager, steps) -> int | None:
 
 def _read_best(directory: str) -> dict[str, Any] | None:
   best_file = os.path.join(directory, "best.json")
-  if not io.exists(best_file):
+  if not fileio.exists(best_file):
     return None
-  with io.open_text(best_file) as f:
+  with fileio.open_text(best_file) as f:
     return json.load(f)
 
 
