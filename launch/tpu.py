@@ -761,7 +761,8 @@ def code_state(job: TpuJob) -> Code:
   if changed and not job.allow_dirty:
     shown = ", ".join(l[3:] for l in changed[:5]) + (" ..." if len(changed) > 5 else "")
     raise JobError("allow_dirty", f"{job.repo} has uncommitted changes to tracked files "
-                   f"({shown}): commit them, or pass --allow_dirty to ship them (untracked files "
+                   f"({shown}): commit them, or pass --allow_dirty (a sweep's tpu.allow_dirty) to ship them "
+                   "(untracked files "
                    "never ship)")
   if changed:
     diff = subprocess.run(["git", "-C", job.repo, "diff", "--binary", "HEAD"],
@@ -786,11 +787,12 @@ def _archive(job: TpuJob, code: Code) -> str:
   return f"{job.model_dir.rstrip('/')}/code/dsbs-{code.id}.tar.gz"
 
 
-def setup(job: TpuJob, gcloud: Gcloud | None = None) -> Code:
-  """Ships the code and installs the pinned stack on every worker; skips what is in place."""
+def setup(job: TpuJob, gcloud: Gcloud | None = None, code: Code | None = None) -> Code:
+  """Ships the code (default: `code_state(job)`) and installs the pinned stack on every worker;
+  skips what is in place."""
   g = gcloud or Gcloud()
   job.require("model_dir")
-  code = code_state(job)
+  code = code or code_state(job)
   url = _archive(job, code)
   producer = ["git", "-C", job.repo, "archive", "--format=tar.gz", code.commit]
   shown = None
@@ -876,15 +878,17 @@ def _preemption(job: TpuJob, g: Gcloud) -> str | None:
 
 
 def run(job: TpuJob, gcloud: Gcloud | None = None, attempt: str | None = None,
-        watch: bool = True, preemptions: Sequence[Mapping[str, Any]] = ()) -> int:
-  """Writes the run record, then trains on every worker; returns the remote exit status.
+        watch: bool = True, preemptions: Sequence[Mapping[str, Any]] = (),
+        code: Code | None = None) -> int:
+  """Writes the run record, then trains (or runs `job.command`) on every worker, which `setup`
+  prepared for `code` (default: `code_state(job)`); returns the remote exit status.
 
   With `watch`, the resource's state is polled every `poll_s` seconds and a preemption stops the
   ssh session and raises `Preempted`. Logs: `<model_dir>/logs/<attempt>/worker-N.log`.
   """
   g = gcloud or Gcloud()
   job.require("model_dir", "accelerator", *(() if job.command else ("gin_files",)))
-  code = code_state(job)
+  code = code or code_state(job)
   attempt = attempt or _utc("%Y%m%d-%H%M%S")
   logs = f"{job.model_dir.rstrip('/')}/logs/{attempt}"
   record = run_record(job, code, attempt, logs, preemptions)
@@ -958,7 +962,8 @@ def teardown_uninterrupted(job: TpuJob, gcloud: Gcloud, owned: bool | None = Non
       signal.signal(signal.SIGINT, previous)
 
 
-def babysit(job: TpuJob, gcloud: Gcloud | None = None, lease: Lease | None = None) -> int:
+def babysit(job: TpuJob, gcloud: Gcloud | None = None, lease: Lease | None = None,
+            code: Code | None = None) -> int:
   """create + setup + run until the job ends; on preemption recreate and resume, with backoff.
 
   Returns 0 on success, the trainer's exit status when it fails on a healthy resource, 75
@@ -966,7 +971,9 @@ def babysit(job: TpuJob, gcloud: Gcloud | None = None, lease: Lease | None = Non
   run, 130 on Ctrl-C/SIGTERM (or `gcloud.interrupt()`). Whatever happens, the resource is
   deleted if this call created it (or `job.own`), and only then. With a `lease` it is left up
   whatever happens, for more commands: the holder deletes it (`teardown_uninterrupted(job, g,
-  owned=lease.owned or None)`); `lease.preemptions` collects the preemptions.
+  owned=lease.owned or None)`); `lease.preemptions` collects the preemptions. Every attempt
+  ships the same `code` (default: `code_state(job)`, taken first: a dirty tree is refused before
+  anything is created).
   """
   g = gcloud or Gcloud()
   held = lease if lease is not None else Lease()
@@ -974,12 +981,13 @@ def babysit(job: TpuJob, gcloud: Gcloud | None = None, lease: Lease | None = Non
   stamp = _utc("%Y%m%d-%H%M%S")
   attempt = 0
   try:
+    code = code or code_state(job)
     while True:
       create(job, g, held)
       reason = None
       try:
-        setup(job, g)
-        rc = run(job, g, attempt=f"{stamp}-{attempt}", preemptions=preemptions)
+        setup(job, g, code)
+        rc = run(job, g, attempt=f"{stamp}-{attempt}", preemptions=preemptions, code=code)
       except Preempted as e:
         reason = str(e)
       except LaunchError:

@@ -335,7 +335,7 @@ def test_setup_ships_the_commit_and_skips_when_the_marker_matches(repo, fake):
     assert sorted(tar.getnames()) == sorted(["gin_configs", GIN, "launch", "launch/worker.sh"])
   want = job.versions(code.id)
   for w in ("w0", "w1"):
-    home = fake.root / "workers" / w
+    home = fake.root / "workers" / "dsbs-t" / w
     assert (home / ".dsbs_setup" / "versions").read_text().strip() == want
     assert (home / "dsbs" / GIN).exists() and not (home / "dsbs.new").exists()
   tools = (fake.root / "tools.log").read_text()
@@ -385,7 +385,7 @@ def test_run_is_one_command_on_every_worker_with_logs_and_a_record(repo, fake):
   runs = fake.trainer_runs()
   assert sorted(r["worker"] for r in runs) == ["0", "1", "2"]
   assert all(r["argv"] == tpu.trainer_argv(job)[1:] for r in runs)
-  homes = {str(fake.root / "workers" / f"w{w}" / "dsbs") for w in range(3)}
+  homes = {str(fake.root / "workers" / "dsbs-t" / f"w{w}" / "dsbs") for w in range(3)}
   assert {r["cwd"] for r in runs} == homes
   assert {r["data_dir"] for r in runs} == {"gs://b/data"}
   for w in range(3):
