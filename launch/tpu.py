@@ -761,9 +761,8 @@ def code_state(job: TpuJob) -> Code:
   if changed and not job.allow_dirty:
     shown = ", ".join(l[3:] for l in changed[:5]) + (" ..." if len(changed) > 5 else "")
     raise JobError("allow_dirty", f"{job.repo} has uncommitted changes to tracked files "
-                   f"({shown}): commit them, or pass --allow_dirty (a sweep's tpu.allow_dirty) to ship them "
-                   "(untracked files "
-                   "never ship)")
+                   f"({shown}): commit them, or pass --allow_dirty (a sweep's tpu.allow_dirty) "
+                   "to ship them (untracked files never ship)")
   if changed:
     diff = subprocess.run(["git", "-C", job.repo, "diff", "--binary", "HEAD"],
                           capture_output=True, check=True).stdout
