@@ -39,7 +39,7 @@ What it guarantees:
   worker has failed. `<model_dir>/launch_record.json` records the job (overrides, commit, dirty
   flag, accelerator, zone, engine, runtime image, versions, attempt, preemptions).
 
-Python API (the sweep runner drives one cell per job):
+Python API (the sweep runner's tpu target, launch/tpu_target.py, drives one cell per job):
 
     from launch import tpu
     job = tpu.TpuJob(name="sweep-cell-3", zone="us-west4-a", accelerator="v5litepod-64",
@@ -50,12 +50,15 @@ Python API (the sweep runner drives one cell per job):
     rc = tpu.babysit(job, tpu.Gcloud())      # exit status: 0, the trainer's, 75 or 1
     tpu.babysit(job, tpu.DryRun())           # prints the commands; DryRun().calls holds them
 
-`TpuJob` is a frozen dataclass, validated on construction (`JobError` names the field).
-`create(job, gcloud) -> bool` (True when it created the resource), `setup(job, gcloud) -> Code`,
-`run(job, gcloud, attempt=None) -> int` (the remote exit status; raises `Preempted`),
-`teardown(job, gcloud, owned=None) -> bool`, `babysit(job, gcloud) -> int` and
-`cleanup(gcloud, zones, ...) -> int` raise `LaunchError` when gcloud fails. `Gcloud` runs the
-real CLI (`binary=` picks another executable); `DryRun` records and prints instead.
+`TpuJob` is a frozen dataclass, validated on construction (`JobError` names the field); its
+`command` (an argv) runs instead of the engine's trainer. `create(job, gcloud) -> bool` (True
+when it created the resource), `setup(job, gcloud) -> Code`, `run(job, gcloud, attempt=None) ->
+int` (the remote exit status; raises `Preempted`), `teardown(job, gcloud, owned=None) -> bool`,
+`babysit(job, gcloud) -> int` and `cleanup(gcloud, zones, ...) -> int` raise `LaunchError` when
+gcloud fails. `babysit(job, gcloud, lease=Lease())` leaves the resource up for more commands
+(`run`), then `teardown_uninterrupted(job, gcloud, owned=lease.owned or None)` deletes it.
+`Gcloud` runs the real CLI (`binary=` picks another executable; `new_session=True` and
+`interrupt()` for a caller in another thread); `DryRun` records and prints instead.
 """
 from __future__ import annotations
 

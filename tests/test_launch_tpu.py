@@ -45,21 +45,22 @@ time.sleep(spec.get("sleep", 0))
 if spec.get("rc", 0) or worker != "0":
   sys.exit(spec.get("rc", 0))
 opt = dict(a.split("=", 1) for a in args if a.startswith("--") and "=" in a)
-gcs = lambda url: root / "gcs" / ast.literal_eval(url)[len("gs://"):]
+gcs = lambda url: root / "gcs" / url[len("gs://"):]
+gin_str = ast.literal_eval
 def jsonl(path, rows):
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text("".join(json.dumps(r) + "\\n" for r in rows))
 if args[1] == "dsbs.train" and "--then_evaluate" in args:
-  jsonl(gcs(repr(opt["--model_dir"])) / "eval" / "metrics.json", [{{"metrics": {{"accuracy": 50.0}}}}])
+  jsonl(gcs(opt["--model_dir"]) / "eval" / "metrics.json", [{{"metrics": {{"accuracy": 5.0}}}}])
 elif args[1] == "t5x.train" and "--gin.MODEL_DIR" in opt:
-  run = gcs(opt["--gin.MODEL_DIR"])
+  run = gcs(gin_str(opt["--gin.MODEL_DIR"]))
   for step in (10, 20, 30):
     (run / f"checkpoint_{{step}}").mkdir(parents=True, exist_ok=True)
   jsonl(run / "inference_eval" / "t-metrics.jsonl",
         [{{"step": s, "accuracy": a}} for s, a in ((10, 40.0), (20, 60.0), (30, 55.0))])
 elif args[1] == "t5x.eval" and "--gin.EVAL_OUTPUT_DIR" in opt:
-  step = int(ast.literal_eval(opt["--gin.CHECKPOINT_PATH"]).rsplit("_", 1)[1])
-  jsonl(gcs(opt["--gin.EVAL_OUTPUT_DIR"]) / "inference_eval" / "t-metrics.jsonl",
+  step = int(gin_str(opt["--gin.CHECKPOINT_PATH"]).rsplit("_", 1)[1])
+  jsonl(gcs(gin_str(opt["--gin.EVAL_OUTPUT_DIR"])) / "inference_eval" / "t-metrics.jsonl",
         [{{"step": step, "accuracy": 52.0}}])
 """
 TOOLS = {
