@@ -58,7 +58,7 @@ elif args[1] == "t5x.train" and "--gin.MODEL_DIR" in opt:
     (run / f"checkpoint_{{step}}").mkdir(parents=True, exist_ok=True)
   jsonl(run / "inference_eval" / "t-metrics.jsonl",
         [{{"step": s, "accuracy": a}} for s, a in ((10, 40.0), (20, 60.0), (30, 55.0))])
-elif args[1] == "t5x.eval" and "--gin.EVAL_OUTPUT_DIR" in opt:
+elif args[1] == "t5x.eval" and "--gin.CHECKPOINT_PATH" in opt:
   step = int(gin_str(opt["--gin.CHECKPOINT_PATH"]).rsplit("_", 1)[1])
   jsonl(gcs(gin_str(opt["--gin.EVAL_OUTPUT_DIR"])) / "inference_eval" / "t-metrics.jsonl",
         [{{"step": step, "accuracy": 52.0}}])
@@ -446,6 +446,38 @@ def test_hostile_overrides_reach_the_trainer_intact(repo, fake, tmp_path):
   assert len(runs) == 2 and all(r["argv"] == expected[1:] for r in runs)
   command = next(c for c in fake.calls() if c[2:4] == ["tpu-vm", "ssh"] and "dsbs-run" in c[-1])[-1]
   assert _remote_argv(command[len("--command="):]) == expected
+
+
+def test_a_command_runs_instead_of_the_trainer_quoted_the_same_way(repo, fake, tmp_path, capsys):
+  pwned = tmp_path / "pwned"
+  command = ("python3", "-m", "t5x.eval", f"--gin_file={GIN}",
+             f"--gin.EVAL_OUTPUT_DIR={HOSTILE[0].format(pwned=pwned)}", HOSTILE[1])
+  job = _job(repo, gin_files=(), overrides=(), command=command, record="launch_record.x.json")
+  fake.state({"tpu-vm": {"dsbs-t": _ours(job)}, "workers": 2})
+  g = tpu.Gcloud(log=io.StringIO())
+  tpu.setup(job, g)
+  assert tpu.run(job, g) == 0
+  assert not pwned.exists()
+  runs = fake.trainer_runs(".eval")
+  assert len(runs) == 2 and all(r["argv"] == list(command[1:]) for r in runs)
+  record = json.loads(fake.gcs("gs://b/run/launch_record.x.json").read_text())
+  assert record["trainer_argv"] == list(command) and not fake.gcs(
+      "gs://b/run/launch_record.json").exists()
+  with pytest.raises(tpu.JobError, match="replaces --gin_file and --gin"):
+    _job(repo, command=command)
+  # The CLI: a command after --, its own --gin.KEY=VALUE flags left as they are.
+  flags = ["--name=dsbs-t", "--zone=z", "--accelerator=v4-8", "--model_dir=gs://b/run",
+           "--allow_dirty", "--gin.IGNORED=1"]  # allow_dirty: this checkout, as it is now
+  sigterm = signal.getsignal(signal.SIGTERM)
+  try:
+    assert tpu.main(["run", "--dry_run", *flags[:5], "--", *command]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines()
+                if l.startswith("gcloud compute tpus tpu-vm ssh"))
+    assert _remote_argv(shlex.split(line)[-1][len("--command="):]) == list(command)
+    assert tpu.main(["run", "--dry_run", *flags, "--", *command]) == tpu.EXIT_USAGE
+    assert "replaces --gin_file and --gin" in capsys.readouterr().err
+  finally:
+    signal.signal(signal.SIGTERM, sigterm)
 
 
 def test_one_failing_worker_stops_the_others(repo, fake):
