@@ -27,7 +27,7 @@ import os
 import re
 import threading
 import time
-from typing import Any, Mapping, TextIO
+from typing import Any, Callable, Mapping, TextIO
 
 from dsbs.data import io
 
@@ -230,7 +230,8 @@ class TpuTarget(targets.Target):
            f"{self.job_for(job.cell, job.run_dir).poll_s:g} s while the TPU is awaited and "
            "while each phase runs")
 
-  def _phases(self, job: targets.Job, g: tpu.Gcloud, argv_of, log: TextIO | None) -> int:
+  def _phases(self, job: targets.Job, g: tpu.Gcloud,
+              argv_of: Callable[[engines.Phase], list[str]], log: TextIO | None) -> int:
     """The phases on one TPU: babysit the first, run the others on what it left up, then tear
     down (what was created, or a leftover of this cell) whatever happens."""
     base = self.job_for(job.cell, job.run_dir)
