@@ -13,7 +13,7 @@ prediction (paired by example id, else by position). `correct` is the task's own
 on that one example (SVAMP compares values), else postprocessed prediction == target.
 
 A run dir needs nothing else: its `model_config.json` gives the architecture and its best (else
-latest) checkpoint the parameters. HF / T5X dirs go through `dsbs.model.checkpoints`.
+latest) checkpoint the parameters. HF / T5X dirs go through `dsbs.model.checkpoint_formats`.
 """
 from __future__ import annotations
 
@@ -33,16 +33,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dsbs import compilation_cache
-from dsbs.data import io
+from dsbs import (compilation_cache, decoding, fileio, input_pipeline, summaries,
+                  train_checkpoints)
+from dsbs.model import checkpoint_formats
+from dsbs.model import config as model_config
+from dsbs.model.network import Transformer
 
 EOS_ID = 1
-
-
-def _subtasks(name: str) -> list[Any]:
-  import seqio  # pylint: disable=g-import-not-at-top
-  provider = seqio.get_mixture_or_task(name)
-  return list(provider.tasks) if hasattr(provider, "tasks") else [provider]
 
 
 def _task_kind(task, split: str) -> int | None:
@@ -98,9 +95,7 @@ def make_decoder(model_cfg, params, *, decode: str = "greedy", num_beams: int = 
 @functools.lru_cache(maxsize=8)
 def _compiled_decoder(model_cfg, decode: str, num_beams: int, max_decode_length: int):
   """One jitted decoder per (config, method, length): evals during training reuse it."""
-  from dsbs import decoding  # pylint: disable=g-import-not-at-top
-  from dsbs import model as model_lib  # pylint: disable=g-import-not-at-top
-  model = model_lib.Transformer(model_cfg)
+  model = Transformer(model_cfg)
   if decode == "greedy":
     fn = functools.partial(decoding.greedy_decode, model, max_decode_len=max_decode_length)
   elif decode == "beam":
@@ -133,7 +128,7 @@ def score_tasks(model_cfg, params, mixture_or_task: str, split: str, lengths: Ma
   del param_shardings
   decoder = make_decoder(model_cfg, params, decode=decode, num_beams=num_beams,
                          max_decode_length=lengths["targets"])
-  tasks = _subtasks(mixture_or_task)
+  tasks = input_pipeline.subtasks(mixture_or_task)
   scored = [t for t in tasks if t.predict_metric_fns]
   if not scored:
     raise ValueError(f"{mixture_or_task}: no task has metric fns; nothing to score")
@@ -161,7 +156,7 @@ def score_tasks(model_cfg, params, mixture_or_task: str, split: str, lengths: Ma
                                         batch_size)
       for i, (ex, ids, p, t) in enumerate(zip(exs, decoded, preds, targets)):
         row = {"task": task.name, "id": _id(ex, i), "input": _text(ex, "inputs", vocab),
-               "target": _jsonable(t), "prediction": _jsonable(p),
+               "target": summaries.jsonable(t), "prediction": summaries.jsonable(p),
                "prediction_text": vocab.decode(ids), "correct": _correct(task, t, p)}
         if with_rationale:
           row["rationale"] = rationales.get(row["id"], rationales.get(i))
@@ -202,37 +197,24 @@ def _id(ex: Mapping[str, Any], i: int) -> Any:
   return v.decode("utf-8") if isinstance(v, bytes) else (v.item() if hasattr(v, "item") else v)
 
 
-def _jsonable(v: Any) -> Any:
-  if isinstance(v, bytes):
-    return v.decode("utf-8", "replace")
-  if hasattr(v, "item"):
-    return v.item()
-  if isinstance(v, (str, int, float, bool)) or v is None:
-    return v
-  return str(v)
-
-
-def load_checkpoint(path: str, model: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
+def load_model(path: str, model: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
   """(T5Config, params, info) from a run dir, step dir, or an HF / T5X checkpoint dir."""
-  from dsbs import checkpointing, summaries  # pylint: disable=g-import-not-at-top
-  from dsbs import model as model_lib  # pylint: disable=g-import-not-at-top
   path = path.rstrip("/")
   run_dir = _find_run_dir(path)
   if run_dir is not None:
     cfg_dict = summaries.read_json(os.path.join(run_dir, "model_config.json"))
-    model_cfg = model_lib.T5Config(**cfg_dict)
-    params_dir, step = checkpointing.find_params_dir(path)
-    params = checkpointing.restore_params(params_dir)
+    model_cfg = model_config.from_dict(cfg_dict)
+    params_dir, step = train_checkpoints.find_params_dir(path)
+    params = train_checkpoints.restore_params(params_dir)
     info = {"kind": "dsbs", "run_dir": run_dir, "params_dir": params_dir, "step": step}
     exp_file = os.path.join(run_dir, "experiment.json")
-    if io.exists(exp_file):
+    if fileio.exists(exp_file):
       info["experiment"] = summaries.read_json(exp_file)
     return model_cfg, params, info
-  from dsbs.model import checkpoints  # pylint: disable=g-import-not-at-top
   config = model
   if model and model.endswith(".json"):  # a run's model_config.json
-    config = model_lib.T5Config(**summaries.read_json(model))
-  model_cfg, params = checkpoints.load_checkpoint(path, config)
+    config = model_config.from_dict(summaries.read_json(model))
+  model_cfg, params = checkpoint_formats.load_hf_or_t5x(path, config)
   return model_cfg, params, {"kind": "external", "path": path}
 
 
@@ -240,7 +222,7 @@ def _find_run_dir(path: str) -> str | None:
   """The run dir holding `model_config.json` at `path` or up to two levels above it."""
   cand = path
   for _ in range(3):
-    if io.exists(os.path.join(cand, "model_config.json")):
+    if fileio.exists(os.path.join(cand, "model_config.json")):
       return cand
     cand = os.path.dirname(cand)
   return None
@@ -252,8 +234,10 @@ def run(checkpoint: str, task: str | None = None, split: str = "test", *,
         feature_lengths: Mapping[str, int] | None = None, dtype: str | None = None,
         model: str | None = None) -> dict[str, Any]:
   """Evaluates `checkpoint` on `task`/`split`; writes metrics.json and predictions.jsonl."""
-  import dsbs.tasks  # pylint: disable=g-import-not-at-top,unused-import  (registers tasks)
-  model_cfg, params, info = load_checkpoint(checkpoint, model)
+  # Registers the SeqIO tasks. SeqIO (~6 s to import) only here: dsbs.train imports this module
+  # and the benchmark imports dsbs.train, without SeqIO.
+  import dsbs.tasks  # pylint: disable=g-import-not-at-top,unused-import
+  model_cfg, params, info = load_model(checkpoint, model)
   exp = info.get("experiment", {})
   if exp.get("module"):  # registers the experiment's user datasets
     __import__(exp["module"])
@@ -273,10 +257,10 @@ def run(checkpoint: str, task: str | None = None, split: str = "test", *,
             "num_beams": num_beams if decode == "beam" else None, "checkpoint": checkpoint,
             "step": info.get("step"), "metrics": metrics}
   output_dir = output_dir or os.path.join(info.get("run_dir") or ".", f"eval_{split}")
-  io.makedirs(output_dir)
-  with io.atomic_write_text(os.path.join(output_dir, "metrics.json")) as f:
+  fileio.makedirs(output_dir)
+  with fileio.atomic_write_text(os.path.join(output_dir, "metrics.json")) as f:
     json.dump(result, f, indent=2)
-  with io.atomic_write_text(os.path.join(output_dir, "predictions.jsonl")) as f:
+  with fileio.atomic_write_text(os.path.join(output_dir, "predictions.jsonl")) as f:
     for row in predictions:
       f.write(json.dumps(row) + "\n")
   logging.info("wrote %s (%d predictions)", output_dir, len(predictions))

@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any, Callable, Mapping, TextIO
 
-from dsbs.data import io
+from dsbs import fileio
 
 from launch import definition
 from launch import engines
@@ -160,7 +160,7 @@ class TpuTarget(targets.Target):
       raise definition.SweepError(path, "run_root", f"the tpu target needs run_root = "
                                   f"'gs://BUCKET/...': the TPU workers write the run dirs "
                                   f"(checkpoints, logs, metrics); {where}")
-    if io.is_remote(sweep.get("sweep_dir") or ""):
+    if fileio.is_remote(sweep.get("sweep_dir") or ""):
       raise definition.SweepError(path, "sweep_dir", "the sweep dir holds the state and logs on "
                                   "this machine: a local directory")
     if sweep.get("python") not in (None, _WORKER_PYTHON):

@@ -11,6 +11,10 @@ import argparse
 import sys
 from typing import Sequence
 
+import seqio
+
+from dsbs.tasks import registry
+
 
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m dsbs.tasks", description=__doc__,
@@ -20,10 +24,6 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--vocab", default=None, help="t5, byte or a .model path (default: env)")
   parser.add_argument("--splits", default="train,validation,test")
   args = parser.parse_args(argv)
-
-  import seqio  # pylint: disable=g-import-not-at-top
-
-  from dsbs.tasks import registry  # pylint: disable=g-import-not-at-top
 
   defn = registry.get_dataset_def(args.dataset)
   splits = [s for s in args.splits.split(",") if s in defn.splits]

@@ -614,7 +614,7 @@ def test_shipped_sweeps_dry_run(capsys, monkeypatch):
   assert sorted({c.overrides["fraction"] for c in paper.cells}) == [12.5, 25, 50, 100]
   assert {c.overrides["seed"] for c in paper.cells} == {0, 1, 2}
   budget = runpy.run_path(str(REPO / "launch" / "sweeps" / "arith_paper.py"))["STEP_BUDGET"]
-  assert all({f"TRAIN_STEPS={budget}", "DATASET='arith'", "VOCAB='byte'", "STUDENT='tiny'"}
+  assert all({f"TRAIN_STEPS={budget}", "DATASET='arith'", "VOCAB='byte'", "STUDENT='default_student'"}
              <= set(c.bindings) for c in paper.cells)
 
 

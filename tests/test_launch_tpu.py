@@ -638,7 +638,7 @@ TPU_OPTIONS = {"zone": "us-central2-b", "accelerator": "v4-8", "owner": "alice",
 
 class FakeGfile:
   """tf.io.gfile for gs:// paths on the fake's GCS: how the runner reads and writes run dirs
-  (records, test metrics, the T5X checkpoint choice) through dsbs.data.io."""
+  (records, test metrics, the T5X checkpoint choice) through dsbs.fileio."""
 
   def __init__(self, gcs: pathlib.Path):
     self.gcs = gcs
@@ -649,6 +649,9 @@ class FakeGfile:
 
   def exists(self, url):
     return self._path(url).exists()
+
+  def isdir(self, url):
+    return self._path(url).is_dir()
 
   def listdir(self, url):
     return [p.name for p in self._path(url).iterdir()]
@@ -666,13 +669,13 @@ class FakeGfile:
 def tpu_sweep(tmp_path, fake, monkeypatch):
   """(write_definition(**changes) -> path, sweep dir): the tpu target ships a small committed
   checkout; run dirs live in the fake's GCS."""
-  from dsbs.data import io as dsbs_io  # pylint: disable=g-import-not-at-top
+  from dsbs import fileio  # pylint: disable=g-import-not-at-top
   from launch import targets, tpu_target  # pylint: disable=g-import-not-at-top
   checkout = _checkout(tmp_path / "checkout", SWEEP_GIN)
   monkeypatch.setitem(targets._TARGETS, "tpu",  # pylint: disable=protected-access
                       lambda sweep: tpu_target.TpuTarget(sweep, repo=str(checkout)))
   gfile = FakeGfile(fake.root / "gcs")
-  monkeypatch.setattr(dsbs_io, "_gfile", lambda: gfile)
+  monkeypatch.setattr(fileio, "_gfile", lambda: gfile)
 
   def write(**changes):
     config = {"name": "tpu-sweep", "target": "tpu", "run_root": "gs://b/sweeps",

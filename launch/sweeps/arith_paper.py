@@ -1,5 +1,5 @@
 """The paper's comparison in miniature, on 2 CPU cores: every method of the paper x 4 data fractions
-x 3 seeds on the embedded `arith` set (48 cells), byte vocabulary, the tiny student, one shared
+x 3 seeds on the embedded `arith` set (48 cells), byte vocabulary, the main job's student (default_student), one shared
 step budget for every method (equal rules: the same steps, evaluation period and best-on-
 validation checkpoint selection), each cell tested on the test split.
 
@@ -23,7 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.engine = "dsbs"
   c.target = "local"
   c.gin = {"TRAIN_STEPS": STEP_BUDGET, "EVAL_PERIOD": EVAL_PERIOD, "SAVING_PERIOD": EVAL_PERIOD}
-  c.grid = {"dataset": "arith", "vocab": "byte", "student": "tiny",
+  c.grid = {"dataset": "arith", "vocab": "byte", "student": "default_student",
             "method": ["finetune", "distill", "dsbs", "dsbs_llm"],
             "fraction": [12.5, 25, 50, 100], "seed": [0, 1, 2]}
   return c
