@@ -170,8 +170,8 @@ def test_registry_lookups_are_real():
   """Without injected registries: the built-in datasets need no SeqIO; the student list is
   dsbs.model's."""
   sweep = definition.expand(_cfg(grid={"dataset": "arith", "method": "dsbs",
-                                       "student": "tiny"}), "d.py")
-  assert sweep.cells[0].name == "arith-dsbs-tiny"
+                                       "student": "smoke"}), "d.py")
+  assert sweep.cells[0].name == "arith-dsbs-smoke"
   with pytest.raises(definition.SweepError, match="unknown student 'huge'.*t5_1_1_base"):
     definition.expand(_cfg(grid={"dataset": "arith", "method": "dsbs", "student": "huge"}))
 
