@@ -3,12 +3,14 @@ machine of the runner against a fake trainer (resume, kill -9, Ctrl-C once and t
 runners at once), run records, status, the T5X test-checkpoint helpers, the shipped sweeps."""
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import io as stdio
 import json
 import os
 import pathlib
+import re
 import runpy
+import shlex
 import signal
 import subprocess
 import sys
@@ -517,15 +519,14 @@ def test_changed_definition_needs_update(fake):
   assert _starts(sweep_dir) == {"arith-finetune": 2}  # done before, ran again for the change
 
 
-_NO_TPU = pytest.mark.skipif(importlib.util.find_spec("launch.tpu") is not None,
-                             reason="this checkout has the TPU launcher")
-
-
 @pytest.mark.parametrize("body,message", [
     ("{'name': 'b', 'grid': {'dataset': 'arith', 'method': 'dsbs', 'fraction': 101}}",
      "bad.py: grid.fraction: 101 is out of (0, 100]"),
-    pytest.param("{'name': 'b', 'target': 'tpu', 'grid': {'dataset': 'arith', 'method': 'dsbs'}}",
-                 "bad.py: target: 'tpu' needs launch.tpu", marks=_NO_TPU),
+    ("{'name': 'b', 'target': 'tpu', 'tpu': {'zone': 'z', 'accelerator': 'v4-8'}, "
+     "'grid': {'dataset': 'arith', 'method': 'dsbs'}}",
+     "bad.py: run_root: the tpu target needs run_root = 'gs://BUCKET/...'"),
+    ("{'name': 'b', 'target': 'slurm', 'grid': {'dataset': 'arith', 'method': 'dsbs'}}",
+     "bad.py: target: unknown target 'slurm' (targets: local, tpu)"),
 ])
 def test_cli_stops_before_anything_runs(tmp_path, capsys, body, message):
   bad = tmp_path / "bad.py"
@@ -573,19 +574,39 @@ def test_t5x_phases_pick_the_best_validation_checkpoint(tmp_path):
 
 # ---- the shipped sweeps -------------------------------------------------------------------
 
-def test_shipped_sweeps_dry_run(capsys):
-  expected = {"tiny_local.py": 8, "arith_paper.py": 48, "anli_rate_x_pct.py": 96,
-              "paper_methods.py": 120}
+def _trainer_commands(out: str) -> list[list[str]]:
+  """The commands of a dry run: each line of a local sweep's; what each TPU worker runs (after
+  worker.sh's `--`) in a tpu sweep's gcloud script."""
+  commands = []
+  for line in out.splitlines():
+    if line.startswith("gcloud compute tpus tpu-vm ssh") and "dsbs-run" in line:
+      remote = shlex.split(shlex.split(line)[-1][len("--command="):])
+      commands.append(remote[remote.index("--") + 1:])
+    elif "-m " in line and not line.startswith(("#", "gcloud ", "git ", " ")):
+      commands.append(shlex.split(line))
+  return commands
+
+
+def test_shipped_sweeps_dry_run(capsys, monkeypatch):
+  from launch import tpu  # pylint: disable=g-import-not-at-top
+  clean_only = tpu.code_state  # the checkout may have uncommitted changes while tests run
+  monkeypatch.setattr(tpu, "code_state",
+                      lambda job: clean_only(dataclasses.replace(job, allow_dirty=True)))
+  expected = {"tiny_local.py": (8, 8), "arith_paper.py": (48, 48), "anli_v5e_spot.py": (9, 18),
+              "anli_rate_x_pct.py": (96, 192), "paper_methods.py": (120, 240)}
   for path in sorted((REPO / "launch" / "sweeps").glob("*.py")):
     assert sweep_lib.main(["run", str(path), "--dry_run"]) == 0
     out = capsys.readouterr().out
-    assert out.count("\n# ") + out.startswith("# ") - 1 == expected.pop(path.name), path
-    for line in out.splitlines():
-      if line.startswith("# "):
-        continue
-      gin_files = [a.split("=", 1)[1] for a in line.split() if a.startswith("--gin_file=")]
-      assert gin_files and all((REPO / f).exists() for f in gin_files), line
-      assert "MIXTURE_OR_TASK_NAME" not in line
+    cells, commands = expected.pop(path.name)
+    assert len(re.findall(r"^# \S+  \(\S+\)$", out, re.M)) == cells, path
+    assert len(_trainer_commands(out)) == commands, path  # T5X cells: train, then test
+    for argv in _trainer_commands(out):
+      gin_files = [a.split("=", 1)[1] for a in argv if a.startswith("--gin_file=")]
+      assert gin_files and all((REPO / f).exists() for f in gin_files), argv
+      assert not any("MIXTURE_OR_TASK_NAME" in a for a in argv)
+    if "tpu-vm create" in out:
+      assert out.count("tpu-vm create") == out.count("tpu-vm delete") == cells
+      assert {argv[0] for argv in _trainer_commands(out)} == {"python3"}
   assert not expected
   paper = definition.load(str(REPO / "launch" / "sweeps" / "arith_paper.py"))
   assert {c.overrides["method"] for c in paper.cells} == {"finetune", "distill", "dsbs",
