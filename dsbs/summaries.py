@@ -118,6 +118,19 @@ def read_json(path: str) -> Any:
     return json.load(f)
 
 
+def last_row(run_dir: str, kind: str) -> dict[str, Any]:
+  """The scalars of the last `kind` row of a run's metrics.jsonl ({} when there is none)."""
+  path = os.path.join(run_dir, "metrics.jsonl")
+  last: dict[str, Any] = {}
+  if io.exists(path):
+    with io.open_text(path) as f:
+      for line in f:
+        row = json.loads(line)
+        if row.get("kind") == kind:
+          last = {k: v for k, v in row.items() if k not in ("step", "kind")}
+  return last
+
+
 def versions() -> dict[str, str]:
   """Versions of the packages that decide numerics and data, for provenance."""
   out = {"python": sys.version.split()[0]}
