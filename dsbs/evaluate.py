@@ -9,8 +9,8 @@ scored tasks) and `<output_dir>/predictions.jsonl` (task, id, input, target, pre
 correct[, rationale]). The output dir defaults to `<run dir>/eval/<split>_<decode>/`
 (`default_output_dir`: `test_greedy`, `test_beam4`, ...), so evaluations with other decoders sit
 side by side (`python -m dsbs.train --then_evaluate` writes `eval/test_greedy/`). Only tasks
-with metric fns are decoded (the `predict:` side of a dsbs mixture; a `cot` task's label is parsed from the
-generated text by the task's postprocessor). `--with_rationale` also decodes the paired
+with metric fns are decoded (the `predict:` side of a dsbs mixture; a `cot` task's label is
+parsed from the generated text by the task's postprocessor). `--with_rationale` also decodes the paired
 `explain:` task, stores its text beside each prediction (paired by example id, else by position)
 and scores it: `<task>/rationale_ends_in_gold`, the percent of rationales whose final answer is
 the gold label (`seqio_ext.metrics.rationale_ends_in_gold`). `correct` is the task's own
@@ -334,7 +334,6 @@ def run(checkpoint: str, task: str | None = None, split: str = "test", *,
     for row in predictions:
       f.write(json.dumps(row) + "\n")
   logging.info("wrote %s (%d predictions)", output_dir, len(predictions))
-  result["output_dir"] = output_dir
   return result
 
 
