@@ -20,6 +20,8 @@ _CORE = [
     "aiohttp",
     "tqdm",
     "filelock",  # JAX's persistent compilation cache needs it to bound its size
+    "ml_collections",  # sweep definitions (launch/)
+    "matplotlib",  # the report's plots (dsbs.report)
 ]
 # HuggingFace interop (import/export, parity tests). torch is pinned to the CPU wheel that the
 # project's machines carry; on GPU hosts install your own torch first, pip keeps it.

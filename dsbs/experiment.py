@@ -62,6 +62,7 @@ import gin
 
 # Imported here, not in `validate`: under T5X, validation runs after gin has locked its config,
 # and importing a module that registers configurables then is an error.
+from dsbs import losses
 from dsbs.model import config as model_config
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,9 +96,9 @@ CELL_FIELDS = ("dataset", "method", "fraction", "label_rate", "vocab")  # name t
 ENV_SETTINGS = ("DSBS_DATA_DIR", "DSBS_VOCAB", "DSBS_SOURCE", "DSBS_TFDS_DIR",
                 "DSBS_USER_DATASETS", "XLA_FLAGS", "LIBTPU_INIT_ARGS", "JAX_PLATFORMS",
                 "JAX_DEFAULT_MATMUL_PRECISION", "JAX_ENABLE_X64")
-LOSS_MODES = ("paper", "tokens")
-PAPER_ALPHA = 0.5  # the paper's a; experiment.gin's LOSS_ALPHA default reads this constant
-gin.constant("dsbs.experiment.PAPER_ALPHA", PAPER_ALPHA)
+LOSS_MODES = losses.LOSS_MODES
+PAPER_ALPHA = losses.PAPER_ALPHA
+gin.constant("dsbs.experiment.PAPER_ALPHA", PAPER_ALPHA)  # task.gin's LOSS_ALPHA default
 _T5X_MODULES = ("t5x",)  # modules whose configurables only T5X binds
 
 

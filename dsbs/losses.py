@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 LOSS_MODES = ("paper", "tokens")
+PAPER_ALPHA = 0.5  # the paper's a; the one default (experiment.gin reads it as a gin constant)
 LABEL, RATIONALE, SINGLE = 0, 1, 2  # values of the `task_kind` feature
 
 

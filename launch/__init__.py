@@ -1,4 +1,6 @@
-"""launch/: Cloud TPU VM jobs (`python -m launch.tpu`), sweeps and result collection.
+"""Launching experiments: Cloud TPU VM jobs (`python -m launch.tpu`), sweep definitions, the sweep
+runner with its state, run records and targets (this machine; Cloud TPU VMs).
 
-Run from the repository root; this package is not installed (see launch/README.md).
+Run from the repository root (`python -m launch.sweep ...`); this package is not installed (see
+launch/README.md).
 """

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import glob
 import json
+import os
 import pathlib
 import shutil
 import signal
@@ -29,7 +30,8 @@ def state():
     fcntl.flock(lock, fcntl.LOCK_EX)
     st = json.loads((ROOT / "state.json").read_text())
     yield st
-    (ROOT / "state.json").write_text(json.dumps(st, indent=1))
+    (ROOT / "state.json.new").write_text(json.dumps(st, indent=1))
+    os.replace(ROOT / "state.json.new", ROOT / "state.json")  # readers never see half a file
 
 
 def flags(args):

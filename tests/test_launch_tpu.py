@@ -47,6 +47,15 @@ TOOLS = {
 }
 
 
+def _complete_rows(path: pathlib.Path) -> list:
+  """The JSON lines of a log another process may be appending to (a partial last line is
+  skipped: it is complete on the next read)."""
+  if not path.exists():
+    return []
+  lines = path.read_text().split("\n")
+  return [json.loads(l) for l in lines[:-1] if l.strip()]
+
+
 class Fake:
   """The fake gcloud's files: state script, recorded calls, fake GCS."""
 
@@ -64,25 +73,25 @@ class Fake:
     self.trainer({})
 
   def state(self, st: dict) -> None:
-    (self.root / "state.json").write_text(json.dumps(st))
+    tmp = self.root / "state.json.tmp"
+    tmp.write_text(json.dumps(st))
+    os.replace(tmp, self.root / "state.json")
 
   def read_state(self) -> dict:
-    return json.loads((self.root / "state.json").read_text())
+    return json.loads((self.root / "state.json").read_text())  # replaced atomically by the fake
 
   def trainer(self, spec: dict) -> None:
     (self.root / "trainer.json").write_text(json.dumps({str(k): v for k, v in spec.items()}))
 
   def calls(self) -> list[list[str]]:
-    path = self.root / "calls.jsonl"
-    return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+    return _complete_rows(self.root / "calls.jsonl")
 
   def verbs(self) -> list[str]:
     """Each call as 'KIND VERB' (tpu-vm create, storage cp, ...)."""
     return [" ".join(c[2:4]) if c[0] == "compute" else " ".join(c[:2]) for c in self.calls()]
 
   def trainer_runs(self) -> list[dict]:
-    path = self.root / "python3.jsonl"
-    rows = [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+    rows = _complete_rows(self.root / "python3.jsonl")
     return [r for r in rows if r["argv"][:1] == ["-m"] and r["argv"][1].endswith(".train")]
 
   def gcs(self, url: str) -> pathlib.Path:

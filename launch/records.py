@@ -1,0 +1,87 @@
+"""The run record every sweep cell leaves in its run dir (`run_record.json`), local ones too.
+
+It holds what the cell was asked to train and where: the sweep and cell names, every override
+and gin binding, the experiment files, the commands, the engine, the target (host, or TPU name
+and zone), the git commit of the checkout with a dirty flag, the attempt, start and end times,
+the exit status, and the resolved experiment the trainer wrote (`experiment.json`, copied in
+and pointed to). It is written when the attempt starts and again when it ends; `dsbs.report`
+joins it with the test metrics. Secrets never enter it (no environment is recorded).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from typing import Any, Mapping
+
+from dsbs import report as report_lib
+from dsbs.data import io
+
+
+@functools.lru_cache(maxsize=4)
+def git_info(repo: str) -> dict[str, Any]:
+  """The checkout's commit and whether it has uncommitted changes (None outside git)."""
+  def git(*args: str) -> str | None:
+    try:
+      out = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True,
+                           timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+      return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+  commit = git("rev-parse", "HEAD")
+  if commit is None:
+    return {"commit": None, "dirty": None}
+  status = git("status", "--porcelain", "--untracked-files=no")
+  return {"commit": commit, "dirty": bool(status) if status is not None else None,
+          "branch": git("rev-parse", "--abbrev-ref", "HEAD")}
+
+
+def host_info() -> dict[str, Any]:
+  return {"host": socket.gethostname(), "platform": platform.platform(),
+          "python": sys.version.split()[0], "cpus": os.cpu_count()}
+
+
+def _iso(t: float | None) -> str | None:
+  return None if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def build(*, sweep: str, cell: str, overrides: Mapping[str, Any], bindings: list[str],
+          gin_files: list[str], commands: list[list[str]], engine: str,
+          target: Mapping[str, Any], repo: str, run_dir: str, attempt: int, started: float,
+          ended: float | None = None, status: str = "running", exit_code: int | None = None,
+          reason: str | None = None, phases: list[dict[str, Any]] | None = None
+          ) -> dict[str, Any]:
+  """The record of one attempt of one cell."""
+  return {
+      "sweep": sweep, "cell": cell, "run_dir": run_dir, "overrides": dict(overrides),
+      "gin_bindings": list(bindings), "gin_files": list(gin_files), "commands": commands,
+      "engine": engine, "target": dict(target), "git": git_info(repo), "attempt": attempt,
+      "started": _iso(started), "ended": _iso(ended),
+      "duration_s": None if ended is None else round(ended - started, 3),
+      "status": status, "exit_code": exit_code, "reason": reason, "phases": phases or [],
+      "experiment_file": None, "experiment": None,
+  }
+
+
+def write(run_dir: str, rec: dict[str, Any]) -> str:
+  """Writes `rec` atomically to `<run dir>/run_record.json`, with the trainer's resolved
+  experiment copied in when the run dir has one."""
+  exp_path = os.path.join(run_dir, report_lib.EXPERIMENT)
+  if io.exists(exp_path):
+    try:
+      with io.open_text(exp_path) as f:
+        rec["experiment"] = json.load(f)
+      rec["experiment_file"] = report_lib.EXPERIMENT
+    except (OSError, ValueError) as e:
+      rec["experiment_file"] = f"{report_lib.EXPERIMENT} (unreadable: {e})"
+  io.makedirs(run_dir)
+  path = os.path.join(run_dir, report_lib.RUN_RECORD)
+  with io.atomic_write_text(path) as f:
+    json.dump(rec, f, indent=2, sort_keys=True, default=str)
+  return path
