@@ -58,9 +58,9 @@ class UsageError(ValueError):
 def default_output_dir(run_dir: str, split: str, decode: str = "greedy", num_beams: int = 4
                        ) -> str:
   """Where an evaluation of a run writes by default: `<run dir>/eval/<split>_<decode>`, with
-  the beam count in the name of a beam search (`test_beam4`). The one place that says it."""
-  method = f"beam{num_beams}" if decode == "beam" else decode
-  return os.path.join(run_dir, "eval", f"{split}_{method}")
+  the beam count in the name of a beam search (`test_beam4`); see `summaries.eval_dir`."""
+  from dsbs import summaries  # pylint: disable=g-import-not-at-top
+  return os.path.join(run_dir, *summaries.eval_dir(split, decode, num_beams).split("/"))
 
 
 def _subtasks(name: str) -> list[Any]:

@@ -8,17 +8,32 @@ Run dir layout (all written by process 0 only):
   model_config.json    the student's T5Config (so `dsbs.evaluate` needs only --checkpoint)
   provenance.json      task names, split sizes, data dir, package versions
   checkpoints/         see dsbs.checkpointing
+  eval/<split>_<decode>/  metrics.json and predictions.jsonl of `dsbs.evaluate` (`eval_dir`):
+                       `eval/test_greedy/` from `dsbs.train --then_evaluate`, `eval/test_beam4/`
+                       from a beam search with 4 beams, ...; what `dsbs.report` reads
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import posixpath
 import sys
 import time
 from typing import Any
 
 from dsbs.data import io
+
+
+def eval_dir(split: str = "test", decode: str = "greedy", num_beams: int = 4) -> str:
+  """The run-dir-relative dir of one evaluation: `eval/<split>_<greedy | beam<N>>`.
+
+  The one place that names it: `dsbs.evaluate` writes there, `dsbs.report` (and so the sweep
+  runner) reads `eval_dir()`, the test split decoded greedily, as `dsbs.train --then_evaluate`
+  writes it.
+  """
+  method = f"beam{num_beams}" if decode == "beam" else decode
+  return posixpath.join("eval", f"{split}_{method}")
 
 
 class RunLog:
