@@ -201,7 +201,7 @@ def score_tasks(model_cfg, params, mixture_or_task: str, split: str, lengths: Ma
 def _rationale_metrics(task, exs, targets, rationales: Mapping[Any, str]) -> dict[str, float]:
   """`<task>/rationale_ends_in_gold` over the examples with a decoded rationale."""
   from dsbs.seqio_ext import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
-  post = task.postprocess_fn
+  post = task.postprocessor  # dsbs's postprocessors carry the dataset's kind and label space
   kind = getattr(post, "keywords", {}).get("kind")
   space = getattr(post, "keywords", {}).get("label_space")
   if kind not in metrics_lib.RATIONALE_KINDS or (kind == "classification" and not space):

@@ -4,8 +4,8 @@
 
 Reads the data (unlike `import dsbs.tasks`), so it shows exactly what each task trains and is
 scored on: kept records per split and, per reason, the records a task skipped. A split that
-cannot be read (a malformed row, a missing file) is one `error:` line with the whole message,
-said once, and the exit status is 2.
+cannot be read (a malformed row, a missing file) is one `error:` line with the whole message
+(said once, however many splits and tasks read that file), and the exit status is 2.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   if defn.validation_origin:
     print(f"  {defn.validation_origin}")
   status = 0
-  splits = []
+  splits, said = [], set()
   for split in wanted:
     if split not in defn.splits:
       print(f"error: {defn.name} has no split {split!r} (its splits: {list(defn.splits)})",
@@ -52,7 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:  # read once here: every task of the dataset reads the same records
       sources.load_split(defn.name, defn.loader, split)
     except Exception as e:  # pylint: disable=broad-except  (any reader's error, said in full)
-      print(f"error: {defn.name} {split}: {' '.join(str(e).split())}", file=sys.stderr)
+      message = " ".join(str(e).split())
+      if message not in said:  # splits read from one file fail alike: said once
+        print(f"error: {defn.name} {split}: {message}", file=sys.stderr)
+        said.add(message)
       status = 2
       continue
     splits.append(split)
