@@ -10,12 +10,12 @@ correct[, rationale]). The output dir defaults to `<run dir>/eval/<split>_<decod
 (`default_output_dir`: `test_greedy`, `test_beam4`, ...), so evaluations with other decoders sit
 side by side (`python -m dsbs.train --then_evaluate` writes `eval/test_greedy/`). Only tasks
 with metric fns are decoded (the `predict:` side of a dsbs mixture; a `cot` task's label is
-parsed from the generated text by the task's postprocessor). `--with_rationale` also decodes the paired
-`explain:` task, stores its text beside each prediction (paired by example id, else by position)
-and scores it: `<task>/rationale_ends_in_gold`, the percent of rationales whose final answer is
-the gold label (`seqio_ext.metrics.rationale_ends_in_gold`). `correct` is the task's own
-`accuracy` metric on that one example (SVAMP compares values), else postprocessed prediction ==
-target.
+parsed from the generated text by the task's postprocessor). `--with_rationale` also decodes
+the paired `explain:` task, stores its text beside each prediction (paired by example id, else
+by position) and scores it: `<task>/rationale_ends_in_gold`, the percent of rationales whose
+final answer is the gold label (`seqio_ext.metrics.rationale_ends_in_gold`). `correct` is the
+task's own `accuracy` metric on that one example (SVAMP compares values), else postprocessed
+prediction == target.
 
 Bad flags and checkpoints are one `error: ...` line and exit code 2 (`--verbose`: with the
 traceback).
@@ -430,7 +430,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                       help="also decode the explain: task, store and score the rationales")
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--max_examples", type=int, default=None)
-  parser.add_argument("--feature_lengths", default=None, help='JSON, e.g. {"inputs": 512, "targets": 256}')
+  parser.add_argument("--feature_lengths", default=None,
+                      help='JSON, e.g. {"inputs": 512, "targets": 256}')
   parser.add_argument("--dtype", default=None, help="compute dtype override (float32, bfloat16)")
   parser.add_argument("--model", default=None,
                       help="for T5X checkpoints (they carry no config): a dsbs.model config name "

@@ -16,11 +16,11 @@ SEEDS = [0, 1, 2]
 
 
 def get_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.name = "main-job"
-  c.description = "the main job (dsbs) and standard finetuning on arith, default.gin, 3 seeds"
-  c.engine = "dsbs"
-  c.target = "local"
-  c.gin = {"TRAIN_STEPS": TRAIN_STEPS, "EVAL_PERIOD": EVAL_PERIOD, "SAVING_PERIOD": EVAL_PERIOD}
-  c.grid = {"dataset": "arith", "method": ["dsbs", "finetune"], "seed": SEEDS}
-  return c
+  return ml_collections.ConfigDict({
+      "name": "main-job",
+      "description": "the main job (dsbs) and standard finetuning on arith, default.gin, 3 seeds",
+      "engine": "dsbs", "target": "local",
+      "gin": {"TRAIN_STEPS": TRAIN_STEPS, "EVAL_PERIOD": EVAL_PERIOD,
+              "SAVING_PERIOD": EVAL_PERIOD},
+      "grid": {"dataset": "arith", "method": ["dsbs", "finetune"], "seed": SEEDS},
+  })
