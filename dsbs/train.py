@@ -33,6 +33,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -297,8 +298,10 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig,
                                    dtype=compute_dtype(cfg.dtype), **overrides)
   if model_cfg.vocab_size < vocab.vocab_size:
     if exp.initial_checkpoint_path:
-      raise ValueError(f"model {exp.student} has vocab_size {model_cfg.vocab_size} < the "
-                       f"task's vocabulary ({vocab.vocab_size})")
+      raise experiment.ExperimentError(
+          f"STUDENT = {exp.student!r} has vocab_size {model_cfg.vocab_size}, fewer ids than "
+          f"VOCAB = {exp.vocab!r} ({vocab.vocab_size}); a pretrained student "
+          "(INITIAL_CHECKPOINT_PATH) cannot grow its vocabulary: pick its own VOCAB")
     padded = -(-vocab.vocab_size // 128) * 128  # from scratch: grow to fit, MXU-friendly
     logging.info("vocab_size %d -> %d to fit the task's vocabulary", model_cfg.vocab_size, padded)
     model_cfg = model_cfg.replace(vocab_size=padded)
@@ -342,6 +345,7 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig,
 
   # ---- Checkpoint: resume or initialise -------------------------------------------------
   best_metric = (cfg.best_metric or None) if plan.validation else None
+  new_dir = "://" not in model_dir and not os.path.exists(model_dir)
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(model_dir),
                                     keep=cfg.keep_checkpoints, best_metric=best_metric,
                                     async_save=cfg.async_checkpoints)
@@ -370,8 +374,14 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig,
     with jax.set_mesh(mesh):
       state = init_state(init_rng)
     if exp.initial_checkpoint_path:
-      state = state.replace(params=_load_initial(exp.initial_checkpoint_path, model_cfg,
-                                                 param_shardings, abstract_params))
+      try:
+        state = state.replace(params=_load_initial(exp, model_cfg, param_shardings,
+                                                   abstract_params))
+      except experiment.ExperimentError:
+        ckpt.close()
+        if new_dir:  # nothing but the empty checkpoints/ dir Orbax made: leave nothing behind
+          shutil.rmtree(model_dir, ignore_errors=True)
+        raise
     batches_consumed = 0
 
   # ---- Run dir ---------------------------------------------------------------------------
@@ -485,14 +495,21 @@ def _subtasks(provider) -> list[Any]:
   return list(provider.tasks) if hasattr(provider, "tasks") else [provider]
 
 
-def _load_initial(path: str, model_cfg: Any, shardings: Any, abstract: Any) -> Any:
+def _load_initial(exp: experiment.Experiment, model_cfg: Any, shardings: Any,
+                  abstract: Any) -> Any:
   """Pretrained weights from a T5X or HuggingFace checkpoint, placed on `shardings`."""
   from dsbs.model import checkpoints  # pylint: disable=g-import-not-at-top
-  _, params = checkpoints.load_checkpoint(path, model_cfg)
+  path = exp.initial_checkpoint_path
+  where = (f"INITIAL_CHECKPOINT_PATH = {path!r} does not load as STUDENT = {exp.student!r} "
+           "(pick the STUDENT the checkpoint was trained as)")
+  try:
+    _, params = checkpoints.load_checkpoint(path, model_cfg)
+  except (ValueError, OSError) as e:  # the readers name what does not match
+    raise experiment.ExperimentError(f"{where}: {e}") from None
   shapes = jax.tree.map(lambda a: a.shape, abstract)
   got = jax.tree.map(lambda a: np.shape(a), params)
   if shapes != got:
-    raise ValueError(f"{path}: parameter shapes do not match the model config")
+    raise experiment.ExperimentError(f"{where}: the parameter shapes differ")
   return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x, np.float32), s), params, shardings)
 
 
