@@ -87,7 +87,9 @@ def filtered_stderr(noise: Sequence[str] = IMPORT_NOISE) -> Iterator[None]:
 
 
 class _QuietImport(importlib.abc.MetaPathFinder):
-  """Imports one top-level package (once) with its start-up lines filtered."""
+  """Imports one top-level package with its start-up lines filtered. It stays on sys.meta_path
+  until the package is executed: libraries look packages up (`importlib.util.find_spec`) long
+  before they import them."""
 
   def __init__(self, name: str):
     self.name = name
@@ -95,18 +97,17 @@ class _QuietImport(importlib.abc.MetaPathFinder):
   def find_spec(self, fullname, path, target=None):
     if fullname != self.name:
       return None
-    sys.meta_path.remove(self)
     spec = importlib.machinery.PathFinder.find_spec(fullname, path)
     if spec is not None and spec.loader is not None:
-      spec.loader = _QuietLoader(spec.loader)
+      spec.loader = _QuietLoader(spec.loader, self)
     return spec
 
 
 class _QuietLoader(importlib.abc.Loader):
   """A loader that runs the wrapped loader's `exec_module` under `filtered_stderr`."""
 
-  def __init__(self, loader):
-    self._loader = loader
+  def __init__(self, loader, finder: _QuietImport):
+    self._loader, self._finder = loader, finder
 
   def __getattr__(self, name):  # resource readers and the like: the wrapped loader's
     return getattr(self._loader, name)
@@ -115,5 +116,7 @@ class _QuietLoader(importlib.abc.Loader):
     return self._loader.create_module(spec)
 
   def exec_module(self, module):
+    if self._finder in sys.meta_path:
+      sys.meta_path.remove(self._finder)
     with filtered_stderr():
       self._loader.exec_module(module)
