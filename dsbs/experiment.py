@@ -501,6 +501,7 @@ def load(gin_files: Sequence[str], bindings: Sequence[str] = (), *,
   # experiment files that bind them are parsed; imported here, not at the top, because dsbs.train
   # imports this module.
   importlib.import_module("dsbs.train")
+  _import_tasks()
   gin.clear_config()
   _search_path()
   files = [EXPERIMENT_GIN]
@@ -562,6 +563,18 @@ def load(gin_files: Sequence[str], bindings: Sequence[str] = (), *,
                 if not m.endswith(".")]
              + [f"bindings of {s} (a T5X configurable)" for s in skip.skipped])
   return Loaded(experiment, tuple(files), tuple(bindings), tuple(skipped))
+
+
+def _import_tasks() -> None:
+  """`import dsbs.tasks` (task.gin imports it too), with a broken $DSBS_USER_DATASETS as an
+  ExperimentError naming it rather than an error inside gin's parse of task.gin."""
+  try:
+    importlib.import_module("dsbs.tasks")
+  except (ValueError, OSError) as e:  # RecordError, a missing file: read on import
+    path = os.environ.get("DSBS_USER_DATASETS", "")
+    if not path:
+      raise
+    raise ExperimentError(f"DSBS_USER_DATASETS={path}: {' '.join(str(e).split())}") from None
 
 
 def _check_task_name(experiment: Experiment) -> None:

@@ -286,11 +286,17 @@ def test_tasks_cli_unknown_and_broken_datasets(capsys, user_module):
 def test_programs_print_one_line_and_nothing_else(tmp_path):
   env = support.subprocess_env()
   env.pop("TF_CPP_MIN_LOG_LEVEL")  # the programs quiet TensorFlow themselves
-  for argv in (["dsbs.train", f"--model_dir={tmp_path / 'run'}", "--gin.TRAIN_STEPZ=10"],
-               ["dsbs.evaluate", f"--checkpoint={tmp_path / 'nope'}"]):
-    r = subprocess.run([support.PYTHON, "-m", *argv], env=env, capture_output=True, text=True,
-                       timeout=240, cwd=REPO)
+  listing = tmp_path / "datasets.json"
+  listing.write_text('[{"name": "mine", "train": "nope.jsonl"}]')
+  for argv, extra in (
+      (["dsbs.train", f"--model_dir={tmp_path / 'run'}", "--gin.TRAIN_STEPZ=10"], {}),
+      (["dsbs.evaluate", f"--checkpoint={tmp_path / 'nope'}"], {}),
+      (["dsbs.train", f"--model_dir={tmp_path / 'run'}"], {"DSBS_USER_DATASETS": str(listing)})):
+    r = subprocess.run([support.PYTHON, "-m", *argv], env={**env, **extra}, capture_output=True,
+                       text=True, timeout=240, cwd=REPO)
     assert r.returncode == 2 and r.stdout == "", r.stderr[-3000:]
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr[-3000:]
+  assert lines[0] == (f"error: DSBS_USER_DATASETS={listing}: {listing}:1: field 'train': file "
+                      f"{tmp_path / 'nope.jsonl'} does not exist")
   assert not (tmp_path / "run").exists()
