@@ -21,7 +21,7 @@ Bad flags and checkpoints are one `error: ...` line and exit code 2 (`--verbose`
 traceback).
 
 A run dir needs nothing else: its `model_config.json` gives the architecture and its best (else
-latest) checkpoint the parameters. HF / T5X dirs go through `dsbs.model.checkpoints`.
+latest) checkpoint the parameters. HF / T5X dirs go through `dsbs.model.checkpoint_formats`.
 """
 from __future__ import annotations
 
@@ -45,8 +45,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dsbs import compilation_cache, console
-from dsbs.data import io
+from dsbs import (compilation_cache, console, decoding, fileio, input_pipeline, summaries,
+                  train_checkpoints)
+from dsbs.model import checkpoint_formats
+from dsbs.model import config as model_config
+from dsbs.model.network import Transformer
 
 EOS_ID = 1
 
@@ -59,14 +62,7 @@ def default_output_dir(run_dir: str, split: str, decode: str = "greedy", num_bea
                        ) -> str:
   """Where an evaluation of a run writes by default: `<run dir>/eval/<split>_<decode>`, with
   the beam count in the name of a beam search (`test_beam4`); see `summaries.eval_dir`."""
-  from dsbs import summaries  # pylint: disable=g-import-not-at-top
   return os.path.join(run_dir, *summaries.eval_dir(split, decode, num_beams).split("/"))
-
-
-def _subtasks(name: str) -> list[Any]:
-  import seqio  # pylint: disable=g-import-not-at-top
-  provider = seqio.get_mixture_or_task(name)
-  return list(provider.tasks) if hasattr(provider, "tasks") else [provider]
 
 
 def _task_kind(task, split: str) -> int | None:
@@ -122,9 +118,7 @@ def make_decoder(model_cfg, params, *, decode: str = "greedy", num_beams: int = 
 @functools.lru_cache(maxsize=8)
 def _compiled_decoder(model_cfg, decode: str, num_beams: int, max_decode_length: int):
   """One jitted decoder per (config, method, length): evals during training reuse it."""
-  from dsbs import decoding  # pylint: disable=g-import-not-at-top
-  from dsbs import model as model_lib  # pylint: disable=g-import-not-at-top
-  model = model_lib.Transformer(model_cfg)
+  model = Transformer(model_cfg)
   if decode == "greedy":
     fn = functools.partial(decoding.greedy_decode, model, max_decode_len=max_decode_length)
   elif decode == "beam":
@@ -158,7 +152,7 @@ def score_tasks(model_cfg, params, mixture_or_task: str, split: str, lengths: Ma
   del param_shardings
   decoder = make_decoder(model_cfg, params, decode=decode, num_beams=num_beams,
                          max_decode_length=lengths["targets"])
-  tasks = _subtasks(mixture_or_task)
+  tasks = input_pipeline.subtasks(mixture_or_task)
   scored = [t for t in tasks if t.predict_metric_fns]
   if not scored:
     raise ValueError(f"{mixture_or_task}: no task has metric fns; nothing to score")
@@ -188,7 +182,7 @@ def score_tasks(model_cfg, params, mixture_or_task: str, split: str, lengths: Ma
     if predictions is not None:
       for i, (ex, ids, p, t) in enumerate(zip(exs, decoded, preds, targets)):
         row = {"task": task.name, "id": _id(ex, i), "input": _text(ex, "inputs", vocab),
-               "target": _jsonable(t), "prediction": _jsonable(p),
+               "target": summaries.jsonable(t), "prediction": summaries.jsonable(p),
                "prediction_text": vocab.decode(ids), "correct": _correct(task, t, p)}
         if with_rationale:
           row["rationale"] = rationales.get(row["id"], rationales.get(i))
@@ -256,37 +250,24 @@ def _id(ex: Mapping[str, Any], i: int) -> Any:
   return v.decode("utf-8") if isinstance(v, bytes) else (v.item() if hasattr(v, "item") else v)
 
 
-def _jsonable(v: Any) -> Any:
-  if isinstance(v, bytes):
-    return v.decode("utf-8", "replace")
-  if hasattr(v, "item"):
-    return v.item()
-  if isinstance(v, (str, int, float, bool)) or v is None:
-    return v
-  return str(v)
-
-
-def load_checkpoint(path: str, model: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
+def load_model(path: str, model: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
   """(T5Config, params, info) from a run dir, step dir, or an HF / T5X checkpoint dir."""
-  from dsbs import checkpointing, summaries  # pylint: disable=g-import-not-at-top
-  from dsbs import model as model_lib  # pylint: disable=g-import-not-at-top
   path = path.rstrip("/")
   run_dir = _find_run_dir(path)
   if run_dir is not None:
     cfg_dict = summaries.read_json(os.path.join(run_dir, "model_config.json"))
-    model_cfg = model_lib.T5Config(**cfg_dict)
-    params_dir, step = checkpointing.find_params_dir(path)
-    params = checkpointing.restore_params(params_dir)
+    model_cfg = model_config.from_dict(cfg_dict)
+    params_dir, step = train_checkpoints.find_params_dir(path)
+    params = train_checkpoints.restore_params(params_dir)
     info = {"kind": "dsbs", "run_dir": run_dir, "params_dir": params_dir, "step": step}
     exp_file = os.path.join(run_dir, "experiment.json")
-    if io.exists(exp_file):
+    if fileio.exists(exp_file):
       info["experiment"] = summaries.read_json(exp_file)
     return model_cfg, params, info
-  from dsbs.model import checkpoints  # pylint: disable=g-import-not-at-top
   config = model
   if model and model.endswith(".json"):  # a run's model_config.json
-    config = model_lib.T5Config(**summaries.read_json(model))
-  model_cfg, params = checkpoints.load_checkpoint(path, config)
+    config = model_config.from_dict(summaries.read_json(model))
+  model_cfg, params = checkpoint_formats.load_hf_or_t5x(path, config)
   return model_cfg, params, {"kind": "external", "path": path}
 
 
@@ -294,7 +275,7 @@ def _find_run_dir(path: str) -> str | None:
   """The run dir holding `model_config.json` at `path` or up to two levels above it."""
   cand = path
   for _ in range(3):
-    if io.exists(os.path.join(cand, "model_config.json")):
+    if fileio.exists(os.path.join(cand, "model_config.json")):
       return cand
     cand = os.path.dirname(cand)
   return None
@@ -312,7 +293,7 @@ def run(checkpoint: str, task: str | None = None, split: str = "test", *,
   _check_flags(decode, num_beams, batch_size, max_examples)
   run_dir = _check_checkpoint(checkpoint, model)
   task, lengths = _task_and_lengths(run_dir, task, feature_lengths, split)
-  model_cfg, params, info = load_checkpoint(checkpoint, model)
+  model_cfg, params, info = load_model(checkpoint, model)
   if dtype:
     model_cfg = model_cfg.replace(dtype=dtype)
   if jax.default_backend() == "cpu" and model_cfg.dtype == "bfloat16" and dtype is None:
@@ -327,10 +308,10 @@ def run(checkpoint: str, task: str | None = None, split: str = "test", *,
             "step": info.get("step"), "metrics": metrics}
   output_dir = output_dir or default_output_dir(info.get("run_dir") or ".", split, decode,
                                                 num_beams)
-  io.makedirs(output_dir)
-  with io.atomic_write_text(os.path.join(output_dir, "metrics.json")) as f:
+  fileio.makedirs(output_dir)
+  with fileio.atomic_write_text(os.path.join(output_dir, "metrics.json")) as f:
     json.dump(result, f, indent=2)
-  with io.atomic_write_text(os.path.join(output_dir, "predictions.jsonl")) as f:
+  with fileio.atomic_write_text(os.path.join(output_dir, "predictions.jsonl")) as f:
     for row in predictions:
       f.write(json.dumps(row) + "\n")
   logging.info("wrote %s (%d predictions)", output_dir, len(predictions))
@@ -355,21 +336,20 @@ _CHECKPOINT_KINDS = ("a dsbs run dir (model_config.json and checkpoints/) or one
 
 def _check_checkpoint(path: str, model: str | None) -> str | None:
   """The run dir of `path` (None for HF/T5X dirs); UsageError when it cannot be a checkpoint."""
-  from dsbs import checkpointing  # pylint: disable=g-import-not-at-top  (Orbax)
   where = f"--checkpoint={path}"
-  if not io.exists(path):
+  if not fileio.exists(path):
     raise UsageError(f"{where}: no such file or directory; expected {_CHECKPOINT_KINDS}")
-  if not io.is_remote(path) and os.path.isdir(path) and not os.listdir(path):
+  if not fileio.is_remote(path) and os.path.isdir(path) and not os.listdir(path):
     raise UsageError(f"{where}: the directory is empty; expected {_CHECKPOINT_KINDS}")
   run_dir = _find_run_dir(path.rstrip("/"))
   if run_dir is not None:
     try:
-      checkpointing.find_params_dir(path.rstrip("/"))
+      train_checkpoints.find_params_dir(path.rstrip("/"))
     except FileNotFoundError:
       raise UsageError(f"{where}: the run dir {run_dir} holds no checkpoint yet (its training "
                        "has not saved one: rerun its train command to resume)") from None
     return run_dir
-  if io.exists(f"{path.rstrip('/')}/config.json"):  # HuggingFace
+  if fileio.exists(f"{path.rstrip('/')}/config.json"):  # HuggingFace
     return None
   if model is None:
     raise UsageError(f"{where}: not a dsbs run dir (no model_config.json) nor a HuggingFace dir "
@@ -383,11 +363,12 @@ def _task_and_lengths(run_dir: str | None, task: str | None,
                       feature_lengths: Mapping[str, int] | None, split: str
                       ) -> tuple[str, dict[str, int]]:
   """The task and lengths to evaluate (flags, else the run's experiment.json), checked."""
+  # SeqIO (~6 s to import) only here: dsbs.train imports this module and the benchmark imports
+  # dsbs.train, without SeqIO.
   import seqio  # pylint: disable=g-import-not-at-top
   import dsbs.tasks  # pylint: disable=g-import-not-at-top  (registers the tasks)
-  from dsbs import summaries  # pylint: disable=g-import-not-at-top
   exp: dict[str, Any] = {}
-  if run_dir is not None and io.exists(os.path.join(run_dir, "experiment.json")):
+  if run_dir is not None and fileio.exists(os.path.join(run_dir, "experiment.json")):
     exp = summaries.read_json(os.path.join(run_dir, "experiment.json"))
     if exp.get("module"):  # registers the experiment's user datasets
       importlib.import_module(exp["module"])
@@ -409,7 +390,7 @@ def _task_and_lengths(run_dir: str | None, task: str | None,
     raise UsageError(f"--task={task}: not a registered task or mixture"
                      + (f" (did you mean {', '.join(near)}?)" if near else "")
                      + "; names: python -m dsbs.tasks --dataset=<dataset>")
-  for sub in _subtasks(task):
+  for sub in input_pipeline.subtasks(task):
     if sub.predict_metric_fns and split not in sub.splits:
       raise UsageError(f"--split={split}: task {sub.name} has the splits {list(sub.splits)}")
   return task, lengths

@@ -10,6 +10,9 @@ number is saved in every checkpoint's meta (`batches_consumed`). Skipping re-rea
 examples (cheap next to training for these datasets); change the seed, batch size, feature
 lengths or process count and the position no longer means the same data, so those are checked
 against the checkpoint on resume.
+
+SeqIO and TensorFlow (~6 s to import) are imported by the functions that build a pipeline: the
+runner and the benchmark import this module, and the benchmark runs where neither is installed.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ class InputConfig:
 
 
 def shard_info():
-  import seqio  # pylint: disable=g-import-not-at-top
+  import seqio  # pylint: disable=g-import-not-at-top  (see the module docstring)
   return seqio.ShardInfo(index=jax.process_index(), num_shards=jax.process_count())
 
 
@@ -48,7 +51,7 @@ def local_batch_size(global_batch_size: int) -> int:
 
 def converted_dataset(config: InputConfig, *, num_epochs: int | None, drop_remainder: bool):
   """The tf.data dataset of this process's batches (numpy-ready feature dicts)."""
-  import seqio  # pylint: disable=g-import-not-at-top
+  import seqio  # pylint: disable=g-import-not-at-top  (see the module docstring)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   provider = seqio.get_mixture_or_task(config.mixture_or_task_name)
   kwargs = {}
@@ -99,9 +102,20 @@ def to_global(batch: Batch, shardings: Mapping[str, jax.sharding.Sharding]) -> d
           if k in shardings}
 
 
-def kind_tagging_converter(pack: bool = False, alpha: float = 0.5, loss_mode: str = "paper"):
+def loss_weighting_converter(pack: bool = False, alpha: float = 0.5, loss_mode: str = "paper"):
   """The dsbs feature converter, also emitting `decoder_task_kind` for per-task train metrics."""
+  # the converter is a SeqIO class (see the module docstring)
   from dsbs.seqio_ext import feature_converters as fc  # pylint: disable=g-import-not-at-top
 
   return fc.DsbsEncDecFeatureConverter(pack=pack, alpha=alpha, loss_mode=loss_mode,
                                        emit_task_kind=True)
+
+
+def subtasks(mixture_or_task: Any) -> list[Any]:
+  """The tasks of a SeqIO mixture (or the task itself), by provider or registered name."""
+  if isinstance(mixture_or_task, str):
+    import seqio  # pylint: disable=g-import-not-at-top  (see the module docstring)
+    mixture_or_task = seqio.get_mixture_or_task(mixture_or_task)
+  if hasattr(mixture_or_task, "tasks"):
+    return list(mixture_or_task.tasks)
+  return [mixture_or_task]

@@ -18,7 +18,7 @@ import os
 from typing import Any, Sequence
 
 from dsbs import experiment as experiment_lib
-from dsbs.data import io
+from dsbs import fileio, input_pipeline
 
 ExperimentError = experiment_lib.ExperimentError
 LENGTH_SAMPLE = 1000  # train examples per task whose token lengths are measured
@@ -108,7 +108,7 @@ def _checkpoint(path: str | None) -> list[str]:
   if not path:
     return []
   try:
-    found = io.exists(path)
+    found = fileio.exists(path)
   except Exception as e:  # pylint: disable=broad-except  (TensorFlow's own errors for gs://)
     return [f"INITIAL_CHECKPOINT_PATH = {path!r}: cannot be read here ({_short(e)})"]
   return [] if found else [f"INITIAL_CHECKPOINT_PATH = {path!r}: no such file or directory"]
@@ -128,17 +128,12 @@ def _vocabulary(spec: str) -> str | None:
             "default of the tasks' unsuffixed names), or train on bytes, --gin.VOCAB=\"'byte'\"")
 
 
-def _subtasks(provider: Any) -> list[Any]:
-  return list(provider.tasks) if hasattr(provider, "tasks") else [provider]
-
-
 def _data(exp: experiment_lib.Experiment, eval_split: str | None, problems: list[str],
           notes: list[str]) -> tuple[bool, dict[str, dict[str, int]]]:
   """Reads every split the run uses; returns (validation runs, sizes)."""
-  import seqio  # pylint: disable=g-import-not-at-top  (~6 s; the checks above need none)
   from dsbs.tasks import registry  # pylint: disable=g-import-not-at-top
   defn = registry.get_dataset_def(exp.dataset)
-  tasks = _subtasks(seqio.get_mixture_or_task(exp.mixture_or_task_name))
+  tasks = input_pipeline.subtasks(exp.mixture_or_task_name)
   splits = ["train", "validation"] + ([eval_split] if eval_split not in (None, "train",
                                                                         "validation") else [])
   where = f"DATASET = {exp.dataset!r}"
@@ -190,8 +185,7 @@ def _skipped(task: Any, split: str) -> str:
 
 def _lengths(exp: experiment_lib.Experiment, problems: list[str], notes: list[str]) -> None:
   """Token lengths of a sample of each task's train examples against TASK_FEATURE_LENGTHS."""
-  import seqio  # pylint: disable=g-import-not-at-top
-  tasks = _subtasks(seqio.get_mixture_or_task(exp.mixture_or_task_name))
+  tasks = input_pipeline.subtasks(exp.mixture_or_task_name)
   limits = exp.task_feature_lengths
   for task in tasks:
     ds = task.get_dataset(sequence_length=None, split="train", shuffle=False, num_epochs=1)

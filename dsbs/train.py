@@ -39,7 +39,6 @@ import sys
 import time
 from typing import Any, Sequence
 
-import flax
 import flax.linen as nn
 import gin
 import jax
@@ -48,10 +47,11 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from dsbs import (checkpointing, compilation_cache, console, experiment, hostmem, input_pipeline,
-                  losses, optim, preflight, summaries)
+from dsbs import (compilation_cache, console, evaluate, experiment, hostmem, input_pipeline,
+                  losses, optim, preflight, summaries, train_checkpoints, train_state)
 from dsbs import model as model_lib
-from dsbs.model import partitioning
+from dsbs.model import checkpoint_formats, partitioning
+from dsbs.train_state import TrainState
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -123,13 +123,6 @@ def batch_loss(logits: jax.Array, batch: dict[str, jax.Array], cfg: TrainConfig,
   return loss, aux
 
 
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  opt_state: Any
-
-
 def apply_model(model: nn.Module, rules: Any, params: Any, batch: dict[str, jax.Array],
                 rng: jax.Array | None) -> jax.Array:
   """Teacher-forced logits of `batch`; dropout on when `rng` is given."""
@@ -185,7 +178,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   eval_split = args.eval_split if args.then_evaluate else None
   result = train(loaded, model_dir, TrainConfig(), eval_split=eval_split)
   if eval_split:
-    from dsbs import evaluate  # pylint: disable=g-import-not-at-top
     result[eval_split] = evaluate.run(checkpoint=model_dir,
                                       task=loaded.experiment.mixture_or_task_name,
                                       split=eval_split)
@@ -258,8 +250,7 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig,
   (`dsbs.preflight`, which also reads `eval_split`, the split evaluated afterwards). Returns the
   final metrics.
   """
-  import seqio  # pylint: disable=g-import-not-at-top
-  from dsbs import evaluate  # pylint: disable=g-import-not-at-top
+  import seqio  # pylint: disable=g-import-not-at-top  (~6 s; the benchmark imports this module)
   exp = loaded.experiment
   is_main = jax.process_index() == 0
   task_name = exp.mixture_or_task_name
@@ -288,7 +279,7 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig,
   # ---- Input ----------------------------------------------------------------------------
   provider = seqio.get_mixture_or_task(task_name)
   vocab = next(iter(provider.output_features.values())).vocabulary
-  converter = input_pipeline.kind_tagging_converter(exp.pack, exp.alpha, exp.loss_mode)
+  converter = input_pipeline.loss_weighting_converter(exp.pack, exp.alpha, exp.loss_mode)
   in_cfg = input_pipeline.InputConfig(task_name, exp.task_feature_lengths, exp.batch_size,
                                       converter, seed=exp.seed)
 
@@ -312,25 +303,11 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig,
 
   # ---- Shape-first init: abstract state -> shardings -> jit(init, out_shardings) ---------
   lengths = exp.task_feature_lengths
-  init_boxed = functools.partial(model_lib.init_params, model_cfg, input_len=lengths["inputs"],
-                                 target_len=lengths["targets"])
-  boxed = jax.eval_shape(init_boxed, jax.random.key(0))
-  param_shardings = partitioning.param_shardings(boxed, mesh, rules)
-  abstract_params = nn.unbox(boxed)
-  abstract_opt = jax.eval_shape(tx.init, abstract_params)
-  # Optimizer leaves shaped like their parameter share its sharding; factored Adafactor
-  # statistics (v_row, v_col) and counters are small and replicated.
-  opt_shardings = optax.tree_map_params(
-      tx, lambda leaf, s, p: s if leaf.shape == p.shape else replicated, abstract_opt,
-      param_shardings, abstract_params, transform_non_params=lambda _: replicated,
-      is_leaf=lambda x: isinstance(x, NamedSharding))
-  state_shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
-
-  @functools.partial(jax.jit, out_shardings=state_shardings)
-  def init_state(rng):
-    params = nn.unbox(init_boxed(rng))
-    return TrainState(step=jnp.asarray(start_step, jnp.int32), params=params,
-                      opt_state=tx.init(params))
+  layout = train_state.build(model_cfg, tx, mesh, rules, input_len=lengths["inputs"],
+                             target_len=lengths["targets"], start_step=start_step)
+  param_shardings, abstract_params = layout.param_shardings, layout.abstract_params
+  opt_shardings, abstract_opt = layout.opt_shardings, layout.abstract_opt_state
+  state_shardings, init_state = layout.shardings, layout.init
 
   # ---- Update step ----------------------------------------------------------------------
   train_step = make_train_step(model, tx, schedule, cfg, exp.loss_mode, rules,
@@ -346,9 +323,9 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig,
   # ---- Checkpoint: resume or initialise -------------------------------------------------
   best_metric = (cfg.best_metric or None) if plan.validation else None
   new_dir = "://" not in model_dir and not os.path.exists(model_dir)
-  ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(model_dir),
-                                    keep=cfg.keep_checkpoints, best_metric=best_metric,
-                                    async_save=cfg.async_checkpoints)
+  ckpt = train_checkpoints.Checkpointer(train_checkpoints.checkpoint_dir(model_dir),
+                                        keep=cfg.keep_checkpoints, best_metric=best_metric,
+                                        async_save=cfg.async_checkpoints)
   data_key = {"seed": exp.seed, "batch_size": exp.batch_size, "pack": exp.pack,
               "task": task_name, "lengths": dict(lengths),
               "processes": jax.process_count()}
@@ -356,8 +333,8 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig,
   init_rng, dropout_rng = jax.random.split(rng)
   latest = ckpt.latest_step()
   if latest is not None:
-    abstract_ps = checkpointing.abstract_like_shardings(abstract_params, param_shardings)
-    abstract_os = checkpointing.abstract_like_shardings(abstract_opt, opt_shardings)
+    abstract_ps = train_checkpoints.abstract_like_shardings(abstract_params, param_shardings)
+    abstract_os = train_checkpoints.abstract_like_shardings(abstract_opt, opt_shardings)
     params, opt_state, meta = ckpt.restore(latest, abstract_ps, abstract_os)
     if meta.get("data") != data_key:
       ckpt.close()
@@ -416,7 +393,7 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig,
 
   def evaluate_losses(params) -> dict[str, float]:
     out = {}
-    for task in _subtasks(provider):
+    for task in input_pipeline.subtasks(provider):
       sums = np.zeros(2)
       eval_cfg = dataclasses.replace(in_cfg, mixture_or_task_name=task.name, split="validation",
                                      global_batch_size=cfg.eval_batch_size)
@@ -491,19 +468,14 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig,
   return result
 
 
-def _subtasks(provider) -> list[Any]:
-  return list(provider.tasks) if hasattr(provider, "tasks") else [provider]
-
-
 def _load_initial(exp: experiment.Experiment, model_cfg: Any, shardings: Any,
                   abstract: Any) -> Any:
   """Pretrained weights from a T5X or HuggingFace checkpoint, placed on `shardings`."""
-  from dsbs.model import checkpoints  # pylint: disable=g-import-not-at-top
   path = exp.initial_checkpoint_path
   where = (f"INITIAL_CHECKPOINT_PATH = {path!r} does not load as STUDENT = {exp.student!r} "
            "(pick the STUDENT the checkpoint was trained as)")
   try:
-    _, params = checkpoints.load_checkpoint(path, model_cfg)
+    _, params = checkpoint_formats.load_hf_or_t5x(path, model_cfg)
   except (ValueError, OSError) as e:  # the readers name what does not match
     raise experiment.ExperimentError(f"{where}: {e}") from None
   shapes = jax.tree.map(lambda a: a.shape, abstract)
@@ -516,7 +488,7 @@ def _load_initial(exp: experiment.Experiment, model_cfg: Any, shardings: Any,
 def _provenance(provider, loaded: experiment.Loaded, mesh, env: dict[str, Any]
                 ) -> dict[str, Any]:
   tasks = {}
-  for t in _subtasks(provider):
+  for t in input_pipeline.subtasks(provider):
     sizes = {}
     for split in ("train", "validation", "test"):
       try:

@@ -36,8 +36,8 @@ import threading
 import time
 from typing import Any, Sequence, TextIO
 
+from dsbs import fileio
 from dsbs import report as report_lib
-from dsbs.data import io
 
 from launch import definition
 from launch import engines
@@ -74,7 +74,7 @@ class Runner:
     self.sweep = sweep
     self.sweep_dir = os.path.abspath(sweep_dir)
     root = sweep.run_root(self.sweep_dir)
-    self.run_root = root if io.is_remote(root) else os.path.abspath(root)
+    self.run_root = root if fileio.is_remote(root) else os.path.abspath(root)
     self.target = target
     self.max_parallel = max(1, int(max_parallel))
     self.python = python or sweep.get("python") or sys.executable
@@ -256,7 +256,7 @@ class Runner:
     del self._active[name]
     if error is not None:
       status, reason = state_lib.FAILED, error
-    elif rc == 0 and self.sweep.test_eval and not io.exists(
+    elif rc == 0 and self.sweep.test_eval and not fileio.exists(
         os.path.join(job.run_dir, report_lib.TEST_METRICS)):
       status, reason = state_lib.FAILED, f"exit 0 but no {report_lib.TEST_METRICS} in the run dir"
     elif rc == 0:
@@ -355,7 +355,7 @@ def status_text(sweep_dir: str) -> str:
 
 def _dry_run(sweep: definition.Sweep, sweep_dir: str, python: str, out: TextIO) -> None:
   root = sweep.run_root(sweep_dir)
-  root = root if io.is_remote(root) else os.path.abspath(root)
+  root = root if fileio.is_remote(root) else os.path.abspath(root)
   for cell in sweep.cells:
     run_dir = f"{root.rstrip('/')}/{cell.name}"
     out.write(f"# {cell.name}  ({run_dir})\n")

@@ -14,6 +14,10 @@ import difflib
 import sys
 from typing import Sequence
 
+import seqio
+
+from dsbs.tasks import registry, sources
+
 
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m dsbs.tasks", description=__doc__,
@@ -23,10 +27,6 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--vocab", default=None, help="t5, byte or a .model path (default: env)")
   parser.add_argument("--splits", default=None, help="comma list (default: the dataset's)")
   args = parser.parse_args(argv)
-
-  import seqio  # pylint: disable=g-import-not-at-top
-
-  from dsbs.tasks import registry, sources  # pylint: disable=g-import-not-at-top
 
   known = sorted(registry.datasets())
   if args.dataset not in known:

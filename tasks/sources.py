@@ -128,6 +128,7 @@ class TfdsLoader:
     return f"TfdsLoader({self.dataset!r}, tfds_data_dir={self.tfds_data_dir!r})"
 
   def __call__(self, split: str) -> list[record.Example]:
+    # TensorFlow Datasets (seconds to import) only for TFDS-backed sources
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
     from dsbs.data import tfds_builders  # pylint: disable=g-import-not-at-top  # registers

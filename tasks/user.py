@@ -26,7 +26,7 @@ import json
 import os
 from typing import Any, Sequence
 
-from dsbs.data import io
+from dsbs import fileio
 from dsbs.data import record
 from dsbs.data import released
 from dsbs.seqio_ext import arith
@@ -130,8 +130,8 @@ def register_dataset(name: str, train: str | None = None, validation: str | None
     check_files: fail now if a given file does not exist (files are read lazily).
     **grid: `vocabs`, `fractions`, `rates` overriding the registered grid (see registry).
   """
-  if kind not in postprocessors.KINDS:
-    raise ValueError(f"dataset {name!r}: kind {kind!r} not in {postprocessors.KINDS}")
+  if kind not in postprocessors.LABEL_KINDS:
+    raise ValueError(f"dataset {name!r}: kind {kind!r} not in {postprocessors.LABEL_KINDS}")
   paths = {s: p for s, p in (("train", train), ("validation", validation), ("test", test))
            if p is not None}
   if not paths:
@@ -139,7 +139,7 @@ def register_dataset(name: str, train: str | None = None, validation: str | None
   for split, p in paths.items():
     if not isinstance(p, str) or not p:
       raise ValueError(f"dataset {name!r}: {split} must be a path string, got {p!r}")
-    if check_files and not io.exists(p):
+    if check_files and not fileio.exists(p):
       raise FileNotFoundError(f"dataset {name!r}: {split} file {p} does not exist")
   space = tuple(label_space) if label_space else None
   carve = "train" in paths and "validation" not in paths
@@ -192,7 +192,7 @@ def _config_entries(path: str, text: str) -> list[tuple[int, Any]]:
 
 def register_from_config(path: str) -> list[str]:
   """Registers every dataset listed in a JSON config file (see the module docstring)."""
-  with io.open_text(path) as f:
+  with fileio.open_text(path) as f:
     text = f.read()
   base = os.path.dirname(path)
   names = []
@@ -207,9 +207,9 @@ def register_from_config(path: str) -> list[str]:
     if not registry.NAME_PATTERN.match(entry["name"]):
       raise record.RecordError(path, line, "name",
                                f"{entry['name']!r} must match {registry.NAME_PATTERN.pattern}")
-    if entry.get("kind", "classification") not in postprocessors.KINDS:
+    if entry.get("kind", "classification") not in postprocessors.LABEL_KINDS:
       raise record.RecordError(path, line, "kind",
-                               f"{entry.get('kind')!r} not in {postprocessors.KINDS}")
+                               f"{entry.get('kind')!r} not in {postprocessors.LABEL_KINDS}")
     space = entry.get("label_space")
     if space is not None and not (isinstance(space, list) and space
                                   and all(isinstance(l, str) for l in space)):
@@ -221,9 +221,9 @@ def register_from_config(path: str) -> list[str]:
         continue
       if not isinstance(p, str) or not p:
         raise record.RecordError(path, line, split, "expected a path string")
-      if not io.is_remote(p) and not os.path.isabs(p):
-        p = (base.rstrip("/") + "/" + p) if io.is_remote(path) else os.path.join(base, p)
-      if not io.exists(p):
+      if not fileio.is_remote(p) and not os.path.isabs(p):
+        p = (base.rstrip("/") + "/" + p) if fileio.is_remote(path) else os.path.join(base, p)
+      if not fileio.exists(p):
         raise record.RecordError(path, line, split, f"file {p} does not exist")
       kwargs[split] = p
     if not any(kwargs.get(s) for s in ("train", "validation", "test")):

@@ -12,7 +12,7 @@ import sys
 import gin
 import pytest
 
-import test_train_support as support
+import train_fixtures as support
 from dsbs import preflight, train
 from dsbs.tasks import __main__ as tasks_cli
 
@@ -238,17 +238,17 @@ def test_rerun_of_a_finished_run_says_so_and_still_evaluates(capsys, caplog, tmp
 
 def test_initial_checkpoint_of_another_shape_leaves_nothing(capsys, tmp_path):
   from dsbs import evaluate  # pylint: disable=g-import-not-at-top
-  from dsbs.model import checkpoints  # pylint: disable=g-import-not-at-top
+  from dsbs.model import checkpoint_formats  # pylint: disable=g-import-not-at-top
   gin_file = support.tiny_gin(str(tmp_path / "e.gin"), steps=2, extra="EVAL_PERIOD = 0")
   train.main([f"--gin_file={gin_file}", f"--model_dir={tmp_path / 'first'}"])
   gin.clear_config()
-  cfg, params, _ = evaluate.load_checkpoint(str(tmp_path / "first"))
-  path = checkpoints.export(params, cfg, str(tmp_path / "t5x"), fmt="t5x", step=2)
+  cfg, params, _ = evaluate.load_model(str(tmp_path / "first"))
+  path = checkpoint_formats.export(params, cfg, str(tmp_path / "t5x"), fmt="t5x", step=2)
   assert path.endswith("checkpoint_2")
   start = [f"--gin.INITIAL_CHECKPOINT_PATH='{path}'", "--gin.TRAIN_STEPS=4"]
   rc, errors, _ = _train(capsys, tmp_path, *start, gin_file=gin_file)
   assert rc == 2 and errors == [
-      "error: STUDENT = 'tiny' has vocab_size 256, fewer ids than VOCAB = 'byte' (259); a "
+      "error: STUDENT = 'test_tiny' has vocab_size 256, fewer ids than VOCAB = 'byte' (259); a "
       "pretrained student (INITIAL_CHECKPOINT_PATH) cannot grow its vocabulary: pick its own "
       "VOCAB"]
   assert not (tmp_path / "run").exists()
@@ -257,8 +257,8 @@ def test_initial_checkpoint_of_another_shape_leaves_nothing(capsys, tmp_path):
       "--gin.TrainConfig.model_overrides=(('vocab_size', 384), ('emb_dim', 32))",
       gin_file=gin_file)
   assert rc == 2 and len(errors) == 1 and errors[0].startswith(
-      f"error: INITIAL_CHECKPOINT_PATH = '{path}' does not load as STUDENT = 'tiny' (pick the "
-      "STUDENT the checkpoint was trained as): ")
+      f"error: INITIAL_CHECKPOINT_PATH = '{path}' does not load as STUDENT = 'test_tiny' (pick "
+      "the STUDENT the checkpoint was trained as): ")
   assert "decoder/decoder_norm/scale: got (64,), want (32,)" in errors[0]
   assert not (tmp_path / "run").exists()
 

@@ -7,8 +7,9 @@ import re
 import gin
 import pytest
 
-import test_train_support as support
+import train_fixtures as support
 from dsbs import evaluate, train
+from dsbs.model import checkpoint_formats
 
 pytestmark = pytest.mark.timeout(300)
 support.share_compilation_cache()
@@ -109,10 +110,9 @@ def test_evaluate_writes_per_decoder_and_scores_rationales(capsys, run_dir):
 
 def test_hf_and_t5x_exports_evaluate_like_the_run_dir(run_dir, tmp_path):
   """The same weights exported to HF and T5X formats give the same predictions."""
-  from dsbs.model import checkpoints
-  cfg, params, _ = evaluate.load_checkpoint(str(run_dir))
-  hf_dir = checkpoints.export(params, cfg, str(tmp_path / "hf"), fmt="hf")
-  t5x_dir = checkpoints.export(params, cfg, str(tmp_path / "t5x"), fmt="t5x", step=2)
+  cfg, params, _ = evaluate.load_model(str(run_dir))
+  hf_dir = checkpoint_formats.export(params, cfg, str(tmp_path / "hf"), fmt="hf")
+  t5x_dir = checkpoint_formats.export(params, cfg, str(tmp_path / "t5x"), fmt="t5x", step=2)
   common = ["--task=tiny_add_dsbs_byte", "--split=test", "--max_examples=6",
             '--feature_lengths={"inputs": 24, "targets": 16}']
   evaluate.main([f"--checkpoint={run_dir}", f"--output_dir={tmp_path / 'a'}", *common])

@@ -169,8 +169,8 @@ def test_registry_lookups_are_real():
   """Without injected registries: the built-in datasets need no SeqIO; the student list is
   dsbs.model's."""
   sweep = definition.expand(_cfg(grid={"dataset": "arith", "method": "dsbs",
-                                       "student": "tiny"}), "d.py")
-  assert sweep.cells[0].name == "arith-dsbs-tiny"
+                                       "student": "smoke"}), "d.py")
+  assert sweep.cells[0].name == "arith-dsbs-smoke"
   with pytest.raises(definition.SweepError, match="unknown student 'huge'.*t5_1_1_base"):
     definition.expand(_cfg(grid={"dataset": "arith", "method": "dsbs", "student": "huge"}))
 
@@ -595,7 +595,7 @@ def test_shipped_sweeps_dry_run(capsys):
   assert sorted({c.overrides["fraction"] for c in paper.cells}) == [12.5, 25, 50, 100]
   assert {c.overrides["seed"] for c in paper.cells} == {0, 1, 2}
   budget = runpy.run_path(str(REPO / "launch" / "sweeps" / "arith_paper.py"))["STEP_BUDGET"]
-  assert all({f"TRAIN_STEPS={budget}", "DATASET='arith'", "VOCAB='byte'", "STUDENT='tiny'"}
+  assert all({f"TRAIN_STEPS={budget}", "DATASET='arith'", "VOCAB='byte'", "STUDENT='default_student'"}
              <= set(c.bindings) for c in paper.cells)
 
 
@@ -616,7 +616,7 @@ def test_tiny_sweep_end_to_end_with_the_real_trainer(tmp_path):
                         text=True, timeout=900)
   assert proc.returncode == 0, proc.stdout + proc.stderr
   cells = _cells(str(sweep_dir))
-  assert set(cells) == {"arith-finetune-pct25-byte-tiny-s0", "arith-dsbs-pct25-byte-tiny-s0"}
+  assert set(cells) == {"arith-finetune-pct25-byte-default_student-s0", "arith-dsbs-pct25-byte-default_student-s0"}
   for name in cells:
     run = sweep_dir / "runs" / name
     exp = json.loads((run / "experiment.json").read_text())

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from dsbs.data import record
+from dsbs.data import load_examples, record
 from dsbs.data.record import Example
 from dsbs.teacher import __main__ as cli
 from dsbs.teacher import client as client_lib
@@ -307,7 +307,6 @@ def test_cli_on_released_and_synthetic_benchmarks(tmp_path, data_dir, capsys):
                    "--api", "completions", "--output_dir", str(tmp_path / "arith"), *common,
                    "--limit", "12"])
     assert rc == 0
-    from dsbs.data import load_examples
     golds = [e.label for e in load_examples("arith", "test")[:12]]
     prov = json.loads((tmp_path / "arith" / "provenance.json").read_text())["splits"]["test"]
     assert prov["filters"]["dropped"]["disagree"] == sum(g != "16" for g in golds)

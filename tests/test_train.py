@@ -9,8 +9,9 @@ import jax
 import numpy as np
 import pytest
 
-import test_train_support as support
-from dsbs import checkpointing, experiment, train
+import train_fixtures as support
+from dsbs import experiment, train, train_checkpoints
+from dsbs.seqio_ext import feature_converters as fc
 
 pytestmark = pytest.mark.timeout(300)
 support.share_compilation_cache()
@@ -33,7 +34,7 @@ def _rows(run_dir, kind="train"):
 
 
 def _params(run_dir, step):
-  return checkpointing.restore_params(os.path.join(run_dir, "checkpoints", str(step), "params"))
+  return train_checkpoints.restore_params(os.path.join(run_dir, "checkpoints", str(step), "params"))
 
 
 _EXTRA = ("SAVING_PERIOD = 2\nEVAL_PERIOD = 100\n"
@@ -74,7 +75,7 @@ def test_pulse_writes_run_dir(full_run):
   assert {"loss/tiny_add_label_gt_byte", "loss/tiny_add_rationale_byte", "tiny_add_label_gt_byte/accuracy",
           "accuracy"} <= set(ev)
   assert out["eval"]["tiny_add_label_gt_byte/num_examples"] == 8
-  assert checkpointing.Checkpointer(str(run_dir / "checkpoints")).all_steps() == [2, 4, 6]
+  assert train_checkpoints.Checkpointer(str(run_dir / "checkpoints")).all_steps() == [2, 4, 6]
   prov = json.loads((run_dir / "provenance.json").read_text())
   assert set(prov["tasks"]) == {"tiny_add_label_gt_byte", "tiny_add_rationale_byte"}
   assert prov["tasks"]["tiny_add_label_gt_byte"]["num_input_examples"]["train"] == 256
@@ -82,7 +83,7 @@ def test_pulse_writes_run_dir(full_run):
   assert set(experiment.ENV_SETTINGS) <= set(prov["environment"])
   assert prov["environment"]["DSBS_TFDS_DIR"] == "/nonexistent/tfds"  # set by the fixture
   exp = json.loads((run_dir / "experiment.json").read_text())
-  assert exp["student"] == "tiny" and exp["train_steps"] == 6
+  assert exp["student"] == "test_tiny" and exp["train_steps"] == 6
   assert exp["mixture_or_task_name"] == support.MIXTURE and exp["model_dir"] == str(run_dir)
   assert exp["pack"] is False and exp["dataset"] == "tiny_add"
   cfg = json.loads((run_dir / "model_config.json").read_text())
@@ -91,7 +92,6 @@ def test_pulse_writes_run_dir(full_run):
 
 def test_paper_loss_normalisation():
   """batch_loss = a * L_label + (1 - a) * L_rationale with the converter's weights."""
-  from dsbs.seqio_ext import feature_converters as fc
   rng = np.random.default_rng(0)
   logits = rng.normal(size=(2, 5, 11)).astype(np.float32)
   targets = np.array([[3, 4, 1, 0, 0], [5, 6, 7, 8, 1]], np.int32)
@@ -123,7 +123,7 @@ def test_sigkill_resume_equals_uninterrupted(full_run, tmp_path):
                       f"--model_dir={run_dir}", "--gin.TrainConfig.kill_at_step=5"],
                      env=support.subprocess_env(), capture_output=True, text=True, timeout=240)
   assert r.returncode == -9, r.stderr[-2000:]
-  assert checkpointing.Checkpointer(str(run_dir / "checkpoints")).latest_step() in (2, 4)
+  assert train_checkpoints.Checkpointer(str(run_dir / "checkpoints")).latest_step() in (2, 4)
   train.main([f"--gin_file={gin_file}", f"--model_dir={run_dir}"])  # resumes
   a, b = _params(full_run[0], 6), _params(run_dir, 6)
   jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
@@ -137,7 +137,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
           "TrainConfig.eval_max_examples = 4"
   with pytest.raises(train.NonFiniteLossError, match=r"NaN/Inf between step 2 and step 4.*step 2"):
     _run(tmp_path, "nan", 6, extra)
-  ckpt = checkpointing.Checkpointer(str(tmp_path / "nan" / "checkpoints"))
+  ckpt = train_checkpoints.Checkpointer(str(tmp_path / "nan" / "checkpoints"))
   assert ckpt.all_steps() == [2]
   params = _params(tmp_path / "nan", 2)
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params))
@@ -148,7 +148,7 @@ import json, os, sys
 import gin, numpy as np
 import jax
 assert jax.device_count() == 8
-import test_train_support as support
+import train_fixtures as support
 from dsbs import train
 losses = {}
 for name, binds in [("1x1", ["TrainConfig.mesh_devices=1"]),

@@ -3,7 +3,7 @@
 Order: the `--data_dir` flag, else `$DSBS_DATA_DIR`, else `$XDG_CACHE_HOME/dsbs/data` (default
 `~/.cache/dsbs/data`), which is filled on first use by downloading the upstream `datasets.zip`
 (or `$DSBS_DATA_URL`, a mirror).
-Local and gs:// paths both work (gs:// through `dsbs.data.io`; nothing is downloaded there).
+Local and gs:// paths both work (gs:// through `dsbs.fileio`; nothing is downloaded there).
 
 Integrity: the zip's own sha256 is not known offline when this was written, so
 `RELEASE_ZIP_SHA256` is None by default and the user can pin it with `$DSBS_DATA_SHA256`
@@ -23,7 +23,7 @@ import urllib.request
 import zipfile
 from typing import Mapping
 
-from dsbs.data import io
+from dsbs import fileio
 
 RELEASE_URL = "https://github.com/google-research/distilling-step-by-step/raw/main/datasets.zip"
 RELEASE_ZIP_SHA256: str | None = None  # unknown offline; set $DSBS_DATA_SHA256 to pin it.
@@ -113,7 +113,7 @@ def cache_dir() -> str:
 
 
 def _has_release(path: str) -> bool:
-  return any(io.exists(os.path.join(path, m)) for m in _MARKERS)
+  return any(fileio.exists(os.path.join(path, m)) for m in _MARKERS)
 
 
 def sha256_file(path: str) -> str:
@@ -214,7 +214,7 @@ def resolve_data_dir(flag: str | None = None, *, download: bool = True) -> str:
   """The released-data dir: flag, else $DSBS_DATA_DIR, else the user cache (downloaded once)."""
   for source, value in (("--data_dir", flag), (ENV_DATA_DIR, os.environ.get(ENV_DATA_DIR))):
     if value:
-      if not io.exists(value):
+      if not fileio.exists(value):
         raise DataDirError(f"{source}={value!r} does not exist")
       return value
   cached = cache_dir()

@@ -18,6 +18,10 @@ import os
 import sys
 from typing import Sequence
 
+from dsbs.data import benchmarks
+from dsbs.teacher import client as client_lib
+from dsbs.teacher import fake_server, filters, generate, inputs, prompts
+
 _DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 
 
@@ -93,7 +97,6 @@ class UsageError(Exception):
 
 
 def _load_prompt(args: argparse.Namespace):
-  from dsbs.teacher import prompts  # pylint: disable=g-import-not-at-top
 
   if args.prompt_file:
     return prompts.load(args.prompt_file)
@@ -108,7 +111,6 @@ def _load_prompt(args: argparse.Namespace):
 
 def _check_prompt_fits_dataset(prompt, dataset: str | None) -> None:
   """A prompt must teach the dataset's answer kind and label set, or nothing would parse."""
-  from dsbs.data import benchmarks  # pylint: disable=g-import-not-at-top
 
   if dataset not in benchmarks.ALL_DATASETS:
     return
@@ -120,8 +122,6 @@ def _check_prompt_fits_dataset(prompt, dataset: str | None) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
-  from dsbs.teacher import client as client_lib  # pylint: disable=g-import-not-at-top
-  from dsbs.teacher import filters, generate, inputs  # pylint: disable=g-import-not-at-top
 
   if not args.input_file and not (args.dataset and args.split):
     raise UsageError("pass --dataset with --split, or --input_file")
@@ -215,7 +215,6 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _fake_server(args: argparse.Namespace) -> int:
-  from dsbs.teacher import fake_server  # pylint: disable=g-import-not-at-top
 
   fake_server.serve_forever(args.host, args.port)
   return 0

@@ -18,7 +18,9 @@ import random
 import time
 from typing import Any, Callable, Sequence
 
-from dsbs.teacher import ratelimit
+import aiohttp
+
+from dsbs.teacher import provenance, ratelimit
 
 CHAT = "chat"
 COMPLETIONS = "completions"
@@ -168,8 +170,6 @@ class OpenAIClient:
     self.answered = False  # some response came back from the endpoint (any status)
 
   async def __aenter__(self) -> "OpenAIClient":
-    import aiohttp  # pylint: disable=g-import-not-at-top
-
     headers = {"Content-Type": "application/json"}
     if self.config.api_key:
       headers["Authorization"] = f"Bearer {self.config.api_key}"
@@ -236,8 +236,6 @@ class OpenAIClient:
         raise
 
   async def _attempt(self, body: dict[str, Any]) -> Completion:
-    import aiohttp  # pylint: disable=g-import-not-at-top
-
     assert self._session is not None, "use OpenAIClient as an async context manager"
     self.stats.requests += 1
     timeout = aiohttp.ClientTimeout(total=self.config.timeout)
@@ -298,6 +296,4 @@ class OpenAIClient:
 
 
 def _safe_url(url: str) -> str:
-  from dsbs.teacher import provenance  # pylint: disable=g-import-not-at-top
-
   return provenance.sanitize_url(url)

@@ -19,7 +19,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
-from dsbs.data import io
+from dsbs import fileio
 
 
 PyTree = Any
@@ -75,9 +75,11 @@ class Checkpointer:
     if saved and metrics is not None and self.best_metric:
       value = float(metrics[self.best_metric])
       old = None if self._best is None else self._best["value"]
-      if old is None or (value > old if self._best_mode == "max" else value < old):
+      # Ties go to the later step, as orbax's BestN keeps the last of equal values: best.json
+      # must name a step that the preservation policy keeps.
+      if old is None or (value >= old if self._best_mode == "max" else value <= old):
         self._best = {"step": int(step), "metric": self.best_metric, "value": value}
-        with io.atomic_write_text(os.path.join(self.directory, "best.json")) as f:
+        with fileio.atomic_write_text(os.path.join(self.directory, "best.json")) as f:
           json.dump(self._best, f)
     return saved
 
@@ -139,14 +141,17 @@ def _best_from_metadata(mngr: ocp.CheckpointManager, steps) -> int | None:
   best = _read_best(str(mngr.directory))
   if best is not None and best["step"] in steps:
     return int(best["step"])
+  if best is not None:  # written before ties followed the keep policy
+    logging.warning("%s: best.json names step %s, which is no longer kept; using step %d",
+                    mngr.directory, best["step"], max(steps))
   return None
 
 
 def _read_best(directory: str) -> dict[str, Any] | None:
   best_file = os.path.join(directory, "best.json")
-  if not io.exists(best_file):
+  if not fileio.exists(best_file):
     return None
-  with io.open_text(best_file) as f:
+  with fileio.open_text(best_file) as f:
     return json.load(f)
 
 
