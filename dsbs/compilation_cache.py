@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import jax
+
 OFF = "none"
 ENV = "DSBS_COMPILATION_CACHE_DIR"
 MAX_BYTES = 4 * 2**30
@@ -46,7 +48,6 @@ def resolve(flag: str | None = None) -> str | None:
 def enable(flag: str | None = None) -> str | None:
   """Points JAX's persistent compilation cache at `resolve(flag)`; returns the directory (None:
   off, or JAX's own variable rules). Call before the first compile."""
-  import jax  # pylint: disable=g-import-not-at-top
   path = resolve(flag)
   if path is not None:
     jax.config.update("jax_compilation_cache_dir", path)
@@ -58,7 +59,7 @@ def enable(flag: str | None = None) -> str | None:
 def _has_filelock() -> bool:
   """JAX bounds the cache's size only with the `filelock` package (a dsbs dependency)."""
   try:
-    import filelock  # pylint: disable=g-import-not-at-top,unused-import
+    import filelock  # pylint: disable=g-import-not-at-top,unused-import  (the check itself)
   except ImportError:
     return False
   return True

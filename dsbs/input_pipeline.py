@@ -20,6 +20,9 @@ cores): at 1000 batches consumed, skipping them took 13.1 s where restoring the 
 Evaluation (`eval_batches`): every process reads the whole (small) split in order and supplies
 its rows of each global batch; the last batch is padded with rows whose loss weights are zero,
 so every process runs the same number of batches.
+
+SeqIO and TensorFlow (~6 s to import) are imported by the functions that build a pipeline: the
+runner and the benchmark import this module, and the benchmark runs where neither is installed.
 """
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ class InputConfig:
 
 def _task_dataset(config: InputConfig, shard: tuple[int, int] | None, num_epochs: int | None):
   """The preprocessed examples of `config` (shard = (index, count), or None for all)."""
-  import seqio  # pylint: disable=g-import-not-at-top
+  import seqio  # pylint: disable=g-import-not-at-top  (see the module docstring)
   provider = seqio.get_mixture_or_task(config.mixture_or_task_name)
   kwargs = {}
   if isinstance(provider, seqio.Mixture):
@@ -69,7 +72,7 @@ def examples(config: InputConfig, shard: tuple[int, int] | None = None,
 def converted_dataset(config: InputConfig, *, shard: tuple[int, int] | None, rows: int,
                       num_epochs: int | None, drop_remainder: bool):
   """The tf.data dataset of one shard's (or, with shard None, all) batches of `rows` rows."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (see the module docstring)
   ds = _task_dataset(config, shard, num_epochs)
   ds = config.converter(ds, dict(config.task_feature_lengths))
   options = tf.data.Options()
@@ -99,7 +102,7 @@ class TrainInput:
 
   def __init__(self, config: InputConfig, num_shards: int, rows: Sequence[int] | None = None):
     """`rows`: the global batch rows this process supplies (default: all)."""
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top  (heavy; SeqIO loads it too)
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top  (see the module docstring)
     self._tf = tf
     rows = range(config.global_batch_size) if rows is None else rows
     self.num_shards = num_shards
@@ -169,9 +172,20 @@ def to_global(batch: Batch, shardings: Mapping[str, Any]) -> dict[str, Any]:
           if k in shardings}
 
 
-def kind_tagging_converter(pack: bool = False, alpha: float = 0.5, loss_mode: str = "paper"):
+def loss_weighting_converter(pack: bool = False, alpha: float = 0.5, loss_mode: str = "paper"):
   """The dsbs feature converter, also emitting `decoder_task_kind` for per-task train metrics."""
+  # the converter is a SeqIO class (see the module docstring)
   from dsbs.seqio_ext import feature_converters as fc  # pylint: disable=g-import-not-at-top
 
   return fc.DsbsEncDecFeatureConverter(pack=pack, alpha=alpha, loss_mode=loss_mode,
                                        emit_task_kind=True)
+
+
+def subtasks(mixture_or_task: Any) -> list[Any]:
+  """The tasks of a SeqIO mixture (or the task itself), by provider or registered name."""
+  if isinstance(mixture_or_task, str):
+    import seqio  # pylint: disable=g-import-not-at-top  (see the module docstring)
+    mixture_or_task = seqio.get_mixture_or_task(mixture_or_task)
+  if hasattr(mixture_or_task, "tasks"):
+    return list(mixture_or_task.tasks)
+  return [mixture_or_task]

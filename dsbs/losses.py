@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import jax.numpy as jnp
+
 LOSS_MODES = ("paper", "tokens")
+PAPER_ALPHA = 0.5  # the paper's a; the one default (experiment.gin reads it as a gin constant)
 LABEL, RATIONALE, SINGLE = 0, 1, 2  # values of the `task_kind` feature
 
 
@@ -25,8 +28,6 @@ def num_examples(batch: Mapping[str, Any]) -> Any:
   Works on numpy or jax arrays. Packed segment ids are 1..k within a row, so a row holds
   max(segment id) examples.
   """
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
   if "decoder_segment_ids" in batch:
     seg = jnp.asarray(batch["decoder_segment_ids"])
     return jnp.sum(jnp.max(seg, axis=-1)).astype(jnp.float32)
@@ -38,8 +39,6 @@ def num_examples(batch: Mapping[str, Any]) -> Any:
 
 def loss_normalizer(batch: Mapping[str, Any], loss_mode: str = "paper") -> Any:
   """The factor to divide sum(token_loss * decoder_loss_weights) by, for `loss_mode`."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
   if loss_mode == "paper":
     return num_examples(batch)
   if loss_mode == "tokens":

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import logging
 import os
 import sys
 import traceback
@@ -129,13 +130,13 @@ def describe(mesh: jax.sharding.Mesh | None = None) -> str:
   return line
 
 
-def print_start(mesh: jax.sharding.Mesh, heartbeat_timeout_seconds: int | None = None) -> None:
-  """Says on stderr, on every process, where it runs (each host's log shows its own line)."""
+def log_start(mesh: jax.sharding.Mesh, heartbeat_timeout_seconds: int | None = None) -> None:
+  """Logs, on every process, where it runs (each host's log shows its own line)."""
   line = describe(mesh)
   if jax.process_count() > 1 and heartbeat_timeout_seconds:
     line += (f"; if a host stops, the others exit within about {heartbeat_timeout_seconds} s: "
              "relaunch the same command on every host to resume")
-  print(line, file=sys.stderr, flush=True)
+  logging.info("%s", line)
 
 
 _barriers = itertools.count()

@@ -2,14 +2,15 @@ r"""Sweep results -> tables with 95% intervals, CSV, JSON and PNG plots.
 
   python -m dsbs.report <sweep dir | runs dir | gs://...> [--output DIR] [--metric accuracy]
 
-Reads each cell's test metrics (`<run dir>/eval/metrics.json`, written by `dsbs.train
---then_evaluate`, `dsbs.evaluate`, or the sweep runner after `t5x.eval`) and joins them with the
-cell's run record (`run_record.json`, launch/records.py) and, for a sweep dir, with the sweep's
-state (`state.json`: every cell of the definition, run or not). Cells are grouped by every axis
-but the seed; each group gets its mean, a 95% confidence interval and n: Student t over the
-seeds when a group has two or more, else a percentile bootstrap over the test examples of its
-one run (`eval/predictions.jsonl`, seeded, so the same files give the same interval); the output
-says which. Writes, into --output (default `<input>/report`; `./report` for gs:// inputs):
+Reads each cell's test metrics (`<run dir>/eval/test_greedy/metrics.json`, written by
+`dsbs.train --then_evaluate`, `dsbs.evaluate`, or the sweep runner after `t5x.eval`) and joins
+them with the cell's run record (`run_record.json`, launch/records.py) and, for a sweep dir, with
+the sweep's state (`state.json`: every cell of the definition, run or not). Cells are grouped by
+every axis but the seed; each group gets its mean, a 95% confidence interval and n: Student t
+over the seeds when a group has two or more, else a percentile bootstrap over the test examples
+of its one run (`eval/test_greedy/predictions.jsonl`, seeded, so the same files give the same
+interval); the output says which. Writes, into --output (default `<input>/report`; `./report`
+for gs:// inputs):
 
   report.md     pivot tables (methods x % of train data, per dataset, student and other axes),
                 every group, and the cells that are missing (in the definition, never run),
@@ -19,7 +20,7 @@ says which. Writes, into --output (default `<input>/report`; `./report` for gs:/
   plots/*.png   accuracy against % of train data per method with error bars (the paper's
                 data-efficiency figure), against the student, against the label rate and a
 
-Remote paths go through tf.io.gfile (dsbs.data.io); local reports never import TensorFlow.
+Remote paths go through tf.io.gfile (dsbs.fileio); local reports never import TensorFlow.
 """
 from __future__ import annotations
 
@@ -38,12 +39,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from dsbs.data import io
+from dsbs import fileio, summaries
 
 # Files of a run dir / sweep dir that the report reads (the runner and trainers write them).
 RUN_RECORD = "run_record.json"
-TEST_METRICS = "eval/metrics.json"
-TEST_PREDICTIONS = "eval/predictions.jsonl"
+TEST_METRICS = f"{summaries.eval_dir()}/metrics.json"  # the test split, decoded greedily
+TEST_PREDICTIONS = f"{summaries.eval_dir()}/predictions.jsonl"
 EXPERIMENT = "experiment.json"
 SWEEP_STATE = "state.json"
 
@@ -165,14 +166,14 @@ def _join(base: str, rel: str) -> str:
 
 
 def _read_json(path: str) -> Any:
-  with io.open_text(path) as f:
+  with fileio.open_text(path) as f:
     return json.load(f)
 
 
 def read_metric(run_dir: str, metric: str) -> tuple[float | None, int | None, str | None]:
   """(value, checkpoint step, problem) from the run dir's test metrics file."""
   path = _join(run_dir, TEST_METRICS)
-  if not io.exists(path):
+  if not fileio.exists(path):
     return None, None, f"no {TEST_METRICS}"
   try:
     data = _read_json(path)
@@ -191,11 +192,11 @@ def read_metric(run_dir: str, metric: str) -> tuple[float | None, int | None, st
 def read_correct(run_dir: str) -> dict[str, list[bool]] | None:
   """Per-task correctness of each test example from predictions.jsonl; None if unusable."""
   path = _join(run_dir, TEST_PREDICTIONS)
-  if not io.exists(path):
+  if not fileio.exists(path):
     return None
   out: dict[str, list[bool]] = {}
   try:
-    with io.open_text(path) as f:
+    with fileio.open_text(path) as f:
       for line in f:
         if not line.strip():
           continue
@@ -210,13 +211,13 @@ def read_correct(run_dir: str) -> dict[str, list[bool]] | None:
 
 def _subdirs(path: str) -> list[str]:
   try:
-    names = io.listdir(path)
+    names = fileio.listdir(path)
   except (OSError, ValueError):
     return []
   out = []
   for name in names:
     full = _join(path, name.rstrip("/"))
-    if io.is_remote(path) and name.endswith("/") or not io.is_remote(path) and os.path.isdir(full):
+    if fileio.is_remote(path) and name.endswith("/") or not fileio.is_remote(path) and os.path.isdir(full):
       out.append(full)
   return out
 
@@ -227,7 +228,7 @@ def find_run_dirs(path: str) -> list[str]:
   for _ in range(3):
     nxt = []
     for d in frontier:
-      if io.exists(_join(d, RUN_RECORD)):
+      if fileio.exists(_join(d, RUN_RECORD)):
         found.append(d.rstrip("/"))
       else:
         nxt += _subdirs(d)
@@ -237,7 +238,7 @@ def find_run_dirs(path: str) -> list[str]:
 
 def _record(run_dir: str) -> tuple[dict[str, Any] | None, str | None]:
   path = _join(run_dir, RUN_RECORD)
-  if not io.exists(path):
+  if not fileio.exists(path):
     return None, None
   try:
     rec = _read_json(path)
@@ -252,11 +253,11 @@ def load(path: str, metric: str = "accuracy") -> tuple[list[Cell], dict[str, Any
   """The cells under `path` (a sweep dir with its state, or any dir of run dirs) and facts about
   the source (name, whether never-run cells could be listed)."""
   path = path.rstrip("/") or "/"
-  if not io.exists(path):
+  if not fileio.exists(path):
     raise FileNotFoundError(f"{path}: no such directory")
   cells: list[Cell] = []
   state_path = _join(path, SWEEP_STATE)
-  if io.exists(state_path):
+  if fileio.exists(state_path):
     try:
       state = _read_json(state_path)
       items = sorted(state["cells"].items(), key=lambda kv: kv[1].get("order", 0))
@@ -266,7 +267,7 @@ def load(path: str, metric: str = "accuracy") -> tuple[list[Cell], dict[str, Any
       if not c.get("in_definition", True):
         continue
       run_dir = c.get("run_dir") or _join(_join(path, "runs"), name)
-      if not io.is_remote(path) and not io.exists(run_dir) and io.exists(
+      if not fileio.is_remote(path) and not fileio.exists(run_dir) and fileio.exists(
           _join(_join(path, "runs"), name)):
         run_dir = _join(_join(path, "runs"), name)  # a sweep dir copied from elsewhere
       status = c.get("status", "pending")
@@ -628,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="where to write (default <path>/report; ./report for gs://)")
   parser.add_argument("--metric", default="accuracy", help="the test metric to report")
   args = parser.parse_args(argv)
-  out = args.output or ("report" if io.is_remote(args.path) else os.path.join(args.path, "report"))
+  out = args.output or ("report" if fileio.is_remote(args.path) else os.path.join(args.path, "report"))
   try:
     cells, source = load(args.path, args.metric)
   except (FileNotFoundError, ValueError) as e:

@@ -7,18 +7,35 @@ Run dir layout (all written by process 0 only):
   experiment.json      the resolved experiment macros and what was skipped
   model_config.json    the student's T5Config (so `dsbs.evaluate` needs only --checkpoint)
   provenance.json      task names, split sizes, data dir, package versions
-  checkpoints/         see dsbs.checkpointing
+  checkpoints/         see dsbs.train_checkpoints
+  eval/<split>_<decode>/  metrics.json and predictions.jsonl of `dsbs.evaluate` (`eval_dir`):
+                       `eval/test_greedy/` from `dsbs.train --then_evaluate`, `eval/test_beam4/`
+                       from a beam search with 4 beams, ...; what `dsbs.report` reads
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import posixpath
 import sys
 import time
 from typing import Any
 
-from dsbs.data import io
+import tqdm
+
+from dsbs import fileio
+
+
+def eval_dir(split: str = "test", decode: str = "greedy", num_beams: int = 4) -> str:
+  """The run-dir-relative dir of one evaluation: `eval/<split>_<greedy | beam<N>>`.
+
+  The one place that names it: `dsbs.evaluate` writes there, `dsbs.report` (and so the sweep
+  runner) reads `eval_dir()`, the test split decoded greedily, as `dsbs.train --then_evaluate`
+  writes it.
+  """
+  method = f"beam{num_beams}" if decode == "beam" else decode
+  return posixpath.join("eval", f"{split}_{method}")
 
 
 class RunLog:
@@ -32,10 +49,9 @@ class RunLog:
     self._use_tb = tensorboard and enabled
     self._bar = None
     if enabled:
-      io.makedirs(run_dir)
-      self._jsonl = io.open_text(os.path.join(run_dir, "metrics.jsonl"), "a")
+      fileio.makedirs(run_dir)
+      self._jsonl = fileio.open_text(os.path.join(run_dir, "metrics.jsonl"), "a")
       if progress:
-        import tqdm  # pylint: disable=g-import-not-at-top
         self._bar = tqdm.tqdm(total=total_steps, initial=start_step, desc="train",
                               unit="step", dynamic_ncols=True, file=sys.stderr,
                               mininterval=2.0)
@@ -54,7 +70,7 @@ class RunLog:
     if not self.enabled:
       return
     row = {"step": int(step), "kind": kind}
-    row.update({k: _jsonable(v) for k, v in scalars.items()})
+    row.update({k: jsonable(v) for k, v in scalars.items()})
     self._jsonl.write(json.dumps(row) + "\n")
     self._jsonl.flush()
     if self._use_tb:
@@ -70,6 +86,7 @@ class RunLog:
   def _tensorboard(self, step: int, kind: str, scalars: dict[str, float]) -> None:
     # tf.summary.write with the "scalars" plugin tag: core TensorFlow only, so event files are
     # written even where the `tensorboard` package (needed only to view them) is not installed.
+    # TensorFlow (seconds to import) only once a run writes TensorBoard scalars.
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from tensorflow.core.framework import summary_pb2  # pylint: disable=g-import-not-at-top
     if self._tb is None:
@@ -94,28 +111,47 @@ class RunLog:
       w.close()
 
 
-def _jsonable(v: Any) -> Any:
+def jsonable(v: Any) -> Any:
+  """`v` as a JSON value: numpy scalars as Python ones, bytes decoded (UTF-8), NaN / Inf and
+  anything else JSON has no value for as their text (visible rather than dropped)."""
+  if isinstance(v, bytes):
+    return v.decode("utf-8", "replace")
   if hasattr(v, "item"):
     v = v.item()
   if isinstance(v, float) and not math.isfinite(v):
-    return str(v)  # JSON has no NaN/Inf; keep it visible rather than dropping the row
-  return v
+    return str(v)
+  if isinstance(v, (str, int, float, bool)) or v is None:
+    return v
+  return str(v)
 
 
 def write_json(run_dir: str, name: str, obj: Any) -> None:
-  with io.atomic_write_text(os.path.join(run_dir, name)) as f:
+  with fileio.atomic_write_text(os.path.join(run_dir, name)) as f:
     json.dump(obj, f, indent=2, sort_keys=True, default=str)
     f.write("\n")
 
 
 def write_text(run_dir: str, name: str, text: str) -> None:
-  with io.atomic_write_text(os.path.join(run_dir, name)) as f:
+  with fileio.atomic_write_text(os.path.join(run_dir, name)) as f:
     f.write(text)
 
 
 def read_json(path: str) -> Any:
-  with io.open_text(path) as f:
+  with fileio.open_text(path) as f:
     return json.load(f)
+
+
+def last_row(run_dir: str, kind: str) -> dict[str, Any]:
+  """The scalars of the last `kind` row of a run's metrics.jsonl ({} when there is none)."""
+  path = os.path.join(run_dir, "metrics.jsonl")
+  last: dict[str, Any] = {}
+  if fileio.exists(path):
+    with fileio.open_text(path) as f:
+      for line in f:
+        row = json.loads(line)
+        if row.get("kind") == kind:
+          last = {k: v for k, v in row.items() if k not in ("step", "kind")}
+  return last
 
 
 def versions() -> dict[str, str]:

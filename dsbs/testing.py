@@ -14,16 +14,16 @@ import numpy as np
 from flax import linen as nn
 
 from dsbs.model.config import T5Config, get_config
+from dsbs.model.network import Transformer, init_params
 
 
 def tiny_config(**overrides: Any) -> T5Config:
-  """The `tiny` registered config (float32) with overrides."""
-  return get_config("tiny", **overrides)
+  """The `test_tiny` registered config (float32) with overrides."""
+  return get_config("test_tiny", **overrides)
 
 
 def tiny_params(config: T5Config | None = None, seed: int = 0) -> Any:
   """Unboxed random parameters of `config` (default `tiny_config()`)."""
-  from dsbs.model.t5 import init_params  # pylint: disable=g-import-not-at-top
   init = jax.jit(init_params, static_argnums=0)  # one compile, not op-by-op dispatch
   return nn.unbox(init(config or tiny_config(), jax.random.PRNGKey(seed)))
 
@@ -53,6 +53,7 @@ def make_hf_t5(out_dir: str, variant: str = "t5_1_1", seed: int = 0, vocab_size:
   transformers 5 ties T5's head whatever the config says, so it is untied by hand);
   variant 't5': ReLU, head tied to the embedding and scaled by d_model**-0.5.
   """
+  # PyTorch and transformers are optional (the `hf` extra) and heavy: the parity tests only
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   if variant not in ("t5_1_1", "t5"):
@@ -82,7 +83,6 @@ def forward_fn(config: T5Config, enable_dropout: bool = False):
 
   One compile per config instead of op-by-op dispatch: un-jitted linen applies are slow.
   """
-  from dsbs.model.t5 import Transformer  # pylint: disable=g-import-not-at-top
   model = Transformer(config)
 
   @jax.jit

@@ -7,8 +7,8 @@ Multi-host: run the same command on every host (what `launch/` runs on `--worker
 Cloud TPU VM slice the processes join by themselves; elsewhere add `--multihost` (JAX detects
 the cluster) or, e.g. for two processes on one machine, `--coordinator_address=127.0.0.1:PORT
 --num_processes=2 --process_id=0` (and `=1` in the other). Each process reads its own input
-shards, metrics and files are written once (process 0), and every process prints its host
-count, local devices and the mesh at start (see dsbs/multihost.py).
+shards, metrics and files are written once (process 0), and every process logs its host count,
+local devices and the mesh at start (see dsbs/multihost.py).
 
 Reads the same experiment files as T5X with gin (the experiment definition: dsbs/experiment.py
 and gin_configs/experiment.gin; `--gin.KEY=VALUE` overrides a macro or a binding, e.g.
@@ -28,7 +28,8 @@ if __name__ == "__main__":
   # `python -m dsbs.train` runs this file as `__main__`; run it under its own name instead, so
   # that its gin configurables register once, as dsbs.train.*.
   import sys
-  from dsbs import hostmem
+  from dsbs import console, hostmem
+  console.start()  # before TensorFlow and JAX are imported
   hostmem.tune_malloc()  # before JAX and TensorFlow start their threads
   from dsbs import train as _train
   sys.exit(_train.cli())
@@ -39,11 +40,11 @@ import functools
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from typing import Any, Callable, Iterator, Sequence
 
-import flax
 import flax.linen as nn
 import gin
 import jax
@@ -52,10 +53,11 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from dsbs import (checkpointing, compilation_cache, experiment, hostmem, input_pipeline, losses,
-                  multihost, optim, summaries)
+from dsbs import (compilation_cache, console, evaluate, experiment, hostmem, input_pipeline,
+                  losses, multihost, optim, preflight, summaries, train_checkpoints, train_state)
 from dsbs import model as model_lib
-from dsbs.model import partitioning
+from dsbs.model import checkpoint_formats, partitioning
+from dsbs.train_state import TrainState
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -127,13 +129,6 @@ def batch_loss(logits: jax.Array, batch: dict[str, jax.Array], cfg: TrainConfig,
   return loss, aux
 
 
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  opt_state: Any
-
-
 def apply_model(model: nn.Module, rules: Any, params: Any, batch: dict[str, jax.Array],
                 rng: jax.Array | None) -> jax.Array:
   """Teacher-forced logits of `batch`; dropout on when `rng` is given."""
@@ -168,7 +163,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
     params = optax.apply_updates(state.params, updates)
     tokens = jnp.sum(batch["decoder_target_tokens"] > 0) + jnp.sum(batch["encoder_input_tokens"] > 0)
     metrics = dict(aux, loss=loss, lr=schedule(state.step - start_step),
-                   grad_norm=optax.global_norm(grads), num_tokens=tokens.astype(jnp.float32))
+                   grad_norm=optax.tree.norm(grads), num_tokens=tokens.astype(jnp.float32))
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step
@@ -181,20 +176,19 @@ def main(argv: Sequence[str] | None = None, *,
   args, bindings = parse_flags(argv)
   compilation_cache.enable(args.compilation_cache_dir)
   multihost.initialize(args)  # before anything touches a device
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   loaded = experiment.load(args.gin_file, bindings)
   model_dir = args.model_dir or _macro("MODEL_DIR")
   if not model_dir:
-    raise SystemExit("no run dir: pass --model_dir or set MODEL_DIR in the experiment")
+    raise experiment.ExperimentError("no run dir: pass --model_dir or set MODEL_DIR in the "
+                                     "experiment")
+  eval_split = args.eval_split if args.then_evaluate else None
   cfg = TrainConfig()
-  result = train(loaded, model_dir, cfg, wrap_input=wrap_input,
+  result = train(loaded, model_dir, cfg, eval_split=eval_split, wrap_input=wrap_input,
                  heartbeat_timeout_seconds=args.heartbeat_timeout_seconds)
-  if args.then_evaluate:
-    from dsbs import evaluate  # pylint: disable=g-import-not-at-top
-    result["test"] = evaluate.run(checkpoint=model_dir,
-                                  task=loaded.experiment.mixture_or_task_name,
-                                  split=args.eval_split, output_dir=os.path.join(model_dir, "eval"),
-                                  mesh=_mesh(cfg), fsdp=cfg.fsdp)
+  if eval_split:
+    result[eval_split] = evaluate.run(checkpoint=model_dir,
+                                      task=loaded.experiment.mixture_or_task_name,
+                                      split=eval_split, mesh=_mesh(cfg), fsdp=cfg.fsdp)
   return result
 
 
@@ -210,20 +204,52 @@ def _macro(name: str) -> Any:
     return None
 
 
+_GIN_HELP = """\
+--gin.KEY=VALUE sets an experiment macro or a binding, after the files (later wins):
+  --gin.TRAIN_STEPS=2000                    a number
+  --gin.METHOD="'finetune'"                 a string: gin values are Python literals, so the
+                                            string's own quotes go inside the shell's
+  --gin.TASK_FEATURE_LENGTHS="{'inputs': 320, 'targets': 320}"
+  --gin.TrainConfig.log_period=50           a binding of a configurable
+A macro or binding that nothing reads is an error naming the closest known name. The macros
+(DATASET, METHOD, FRACTION, LABEL_RATE, VOCAB, LOSS_ALPHA, LOSS_MODE, PACK, STUDENT,
+TASK_FEATURE_LENGTHS, TRAIN_STEPS, BATCH_SIZE, RANDOM_SEED, ...) are listed in dsbs/experiment.py.
+
+Multi-host: every host runs the same command. launch/ (python -m launch.tpu run) runs
+  python3 -m dsbs.train --gin_file=... --model_dir=gs://... [--gin.KEY=VALUE ...]
+on --worker=all; on a Cloud TPU VM slice the processes join by themselves (--multihost does the
+same wherever JAX detects the cluster). Two processes on one machine, 4 CPU devices each:
+  XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m dsbs.train ... \\
+      --coordinator_address=127.0.0.1:12355 --num_processes=2 --process_id=0   # and =1
+Each process reads its own input shards; metrics, predictions and run files are written once.
+If a host stops, the others exit within --heartbeat_timeout_seconds; rerun the same command on
+every host to resume from the last checkpoint.
+
+Exit status: 0 done (also when --model_dir already holds the finished run); 2 a bad experiment,
+checked before anything is written; 3 a NaN/Inf loss (the last good checkpoint is kept); 1 an
+unexpected error, which on several processes ends that process at once (the others follow).
+"""
+
+
 def parse_flags(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
   """T5X-style flags: --gin_file (repeatable), --gin.KEY=VALUE and --gin_bindings."""
-  parser = argparse.ArgumentParser(prog="python -m dsbs.train", description=__doc__.split("\n")[0],
-                                   epilog=_MULTIHOST_HELP,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--gin_file", action="append", default=[])
-  parser.add_argument("--gin_bindings", action="append", default=[])
-  parser.add_argument("--model_dir", default=None)
+  parser = argparse.ArgumentParser(
+      prog="python -m dsbs.train", description=__doc__.split("\n")[0], epilog=_GIN_HELP,
+      usage="%(prog)s [--gin_file=FILE ...] [--gin.KEY=VALUE ...] --model_dir=DIR [options]",
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--gin_file", action="append", default=[],
+                      help="an experiment file, repeatable (default: gin_configs/default.gin)")
+  parser.add_argument("--gin_bindings", action="append", default=[],
+                      help="a gin binding, repeatable (the same as --gin.KEY=VALUE)")
+  parser.add_argument("--model_dir", default=None,
+                      help="the run dir; rerun the same command to resume (default: MODEL_DIR)")
   parser.add_argument("--dataset", default=None,
                       help="run the same experiment on another registered dataset (the same as "
                       "--gin.DATASET=\"'NAME'\")")
   parser.add_argument("--then_evaluate", action="store_true",
                       help="evaluate the best checkpoint on --eval_split after training")
   parser.add_argument("--eval_split", default="test")
+  parser.add_argument(console.VERBOSE_FLAG, action="store_true", help=console.VERBOSE_HELP)
   multihost.add_flags(parser)
   compilation_cache.add_flag(parser)
   args, rest = parser.parse_known_args(argv)
@@ -240,29 +266,18 @@ def parse_flags(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[st
   return args, bindings
 
 
-_MULTIHOST_HELP = """\
-multi-host: every host runs the same command. launch/ (python -m launch.tpu run) runs
-  python3 -m dsbs.train --gin_file=... --model_dir=gs://... [--gin.KEY=VALUE ...]
-on --worker=all; on a Cloud TPU VM slice the processes join by themselves (--multihost does the
-same wherever JAX detects the cluster). Two processes on one machine, 4 CPU devices each:
-  XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m dsbs.train ... \\
-      --coordinator_address=127.0.0.1:12355 --num_processes=2 --process_id=0   # and =1
-Each process reads its own input shards; metrics, predictions and run files are written once.
-If a host stops, the others exit within --heartbeat_timeout_seconds; rerun the same command on
-every host to resume from the last checkpoint (exit codes: 2 bad experiment, 3 NaN/Inf loss).
-"""
-
-
-def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig, *,
+def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig,
+          eval_split: str | None = None, *,
           wrap_input: Callable[[Iterator[input_pipeline.Batch]], Iterator[input_pipeline.Batch]]
           | None = None, heartbeat_timeout_seconds: int | None = None) -> dict[str, Any]:
   """Trains the experiment into `model_dir` (resuming from its latest checkpoint).
 
+  Everything that can be checked before the first step is checked before anything is written
+  (`dsbs.preflight`, which also reads `eval_split`, the split evaluated afterwards).
   `wrap_input` wraps this process's iterator of local batches, one batch out per batch in
   (tests poison a batch or stop at a position with it). Returns the final metrics.
   """
-  import seqio  # pylint: disable=g-import-not-at-top
-  from dsbs import evaluate  # pylint: disable=g-import-not-at-top
+  import seqio  # pylint: disable=g-import-not-at-top  (~6 s; the benchmark imports this module)
   exp = loaded.experiment
   is_main = jax.process_index() == 0
   task_name = exp.mixture_or_task_name
@@ -270,27 +285,33 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig, *,
   if is_main:
     logging.info("experiment %s -> %s", exp.to_json_dict(), task_name)
     logging.info("environment %s", {k: v for k, v in env.items() if v is not None})
-    for line in loaded.skipped:
-      logging.info("not read by dsbs.train: %s", line)
+    if loaded.skipped:
+      logging.info("not read by dsbs.train (T5X only; listed in experiment.json): %s",
+                   "; ".join(loaded.skipped))
 
   # ---- Mesh and sharding rules ----------------------------------------------------------
   mesh = _mesh(cfg)
-  multihost.print_start(mesh, heartbeat_timeout_seconds)
+  multihost.log_start(mesh, heartbeat_timeout_seconds)
   rules = partitioning.logical_axis_rules(fsdp=cfg.fsdp)
   batch_sharding = NamedSharding(mesh, P("data"))
   replicated = NamedSharding(mesh, P())
 
+  # ---- Checks before anything is written ------------------------------------------------
+  plan = preflight.check(exp, data_parallel=mesh.shape["data"],
+                         eval_batch_size=cfg.eval_batch_size, eval_split=eval_split)
+  if is_main:
+    for line in plan.notes:
+      logging.info("%s", line)
+
   # ---- Input ----------------------------------------------------------------------------
   provider = seqio.get_mixture_or_task(task_name)
   vocab = next(iter(provider.output_features.values())).vocabulary
-  converter = input_pipeline.kind_tagging_converter(exp.pack, exp.alpha, exp.loss_mode)
+  converter = input_pipeline.loss_weighting_converter(exp.pack, exp.alpha, exp.loss_mode)
   in_cfg = input_pipeline.InputConfig(task_name, exp.task_feature_lengths, exp.batch_size,
                                       converter, seed=exp.seed)
   input_shards = cfg.input_shards or jax.process_count()
   train_input = input_pipeline.TrainInput(
       in_cfg, input_shards, multihost.local_rows(batch_sharding, exp.batch_size))
-  data_size = mesh.shape["data"]
-  eval_batch = -(-cfg.eval_batch_size // data_size) * data_size  # whole rows per data shard
 
   # ---- Model ----------------------------------------------------------------------------
   overrides = dict(cfg.model_overrides)
@@ -298,39 +319,25 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig, *,
                                    dtype=compute_dtype(cfg.dtype), **overrides)
   if model_cfg.vocab_size < vocab.vocab_size:
     if exp.initial_checkpoint_path:
-      raise ValueError(f"model {exp.student} has vocab_size {model_cfg.vocab_size} < the "
-                       f"task's vocabulary ({vocab.vocab_size})")
+      raise experiment.ExperimentError(
+          f"STUDENT = {exp.student!r} has vocab_size {model_cfg.vocab_size}, fewer ids than "
+          f"VOCAB = {exp.vocab!r} ({vocab.vocab_size}); a pretrained student "
+          "(INITIAL_CHECKPOINT_PATH) cannot grow its vocabulary: pick its own VOCAB")
     padded = -(-vocab.vocab_size // 128) * 128  # from scratch: grow to fit, MXU-friendly
     logging.info("vocab_size %d -> %d to fit the task's vocabulary", model_cfg.vocab_size, padded)
     model_cfg = model_cfg.replace(vocab_size=padded)
   model = model_lib.Transformer(model_cfg)
-  start_step = _initial_step(exp.initial_checkpoint_path)
+  start_step = preflight.initial_step(exp.initial_checkpoint_path)
   num_steps = exp.train_steps - start_step
-  if num_steps <= 0:
-    raise ValueError(f"TRAIN_STEPS={exp.train_steps} <= the initial checkpoint's step {start_step}")
   tx, schedule = optim.make_optimizer(cfg.optimizer, num_steps, exp.learning_rate)
 
   # ---- Shape-first init: abstract state -> shardings -> jit(init, out_shardings) ---------
   lengths = exp.task_feature_lengths
-  init_boxed = functools.partial(model_lib.init_params, model_cfg, input_len=lengths["inputs"],
-                                 target_len=lengths["targets"])
-  boxed = jax.eval_shape(init_boxed, jax.random.key(0))
-  param_shardings = partitioning.param_shardings(boxed, mesh, rules)
-  abstract_params = nn.unbox(boxed)
-  abstract_opt = jax.eval_shape(tx.init, abstract_params)
-  # Optimizer leaves shaped like their parameter share its sharding; factored Adafactor
-  # statistics (v_row, v_col) and counters are small and replicated.
-  opt_shardings = optax.tree_map_params(
-      tx, lambda leaf, s, p: s if leaf.shape == p.shape else replicated, abstract_opt,
-      param_shardings, abstract_params, transform_non_params=lambda _: replicated,
-      is_leaf=lambda x: isinstance(x, NamedSharding))
-  state_shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
-
-  @functools.partial(jax.jit, out_shardings=state_shardings)
-  def init_state(rng):
-    params = nn.unbox(init_boxed(rng))
-    return TrainState(step=jnp.asarray(start_step, jnp.int32), params=params,
-                      opt_state=tx.init(params))
+  layout = train_state.build(model_cfg, tx, mesh, rules, input_len=lengths["inputs"],
+                             target_len=lengths["targets"], start_step=start_step)
+  param_shardings, abstract_params = layout.param_shardings, layout.abstract_params
+  opt_shardings, abstract_opt = layout.opt_shardings, layout.abstract_opt_state
+  state_shardings, init_state = layout.shardings, layout.init
 
   # ---- Update step ----------------------------------------------------------------------
   train_step = make_train_step(model, tx, schedule, cfg, exp.loss_mode, rules,
@@ -344,21 +351,26 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig, *,
     return loss * normalizer, normalizer, aux
 
   # ---- Checkpoint: resume or initialise -------------------------------------------------
-  ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(model_dir),
-                                    keep=cfg.keep_checkpoints, best_metric=cfg.best_metric or None,
-                                    async_save=cfg.async_checkpoints)
+  best_metric = (cfg.best_metric or None) if plan.validation else None
+  new_dir = "://" not in model_dir and not os.path.exists(model_dir)
+  ckpt = train_checkpoints.Checkpointer(train_checkpoints.checkpoint_dir(model_dir),
+                                        keep=cfg.keep_checkpoints, best_metric=best_metric,
+                                        async_save=cfg.async_checkpoints)
   data_key = {"seed": exp.seed, "batch_size": exp.batch_size, "pack": exp.pack,
               "task": task_name, "lengths": dict(lengths), "input_shards": input_shards}
   rng = jax.random.key(exp.seed)
   init_rng, dropout_rng = jax.random.split(rng)
   latest = ckpt.latest_step()
   if latest is not None:
-    abstract_ps = checkpointing.abstract_like_shardings(abstract_params, param_shardings)
-    abstract_os = checkpointing.abstract_like_shardings(abstract_opt, opt_shardings)
+    abstract_ps = train_checkpoints.abstract_like_shardings(abstract_params, param_shardings)
+    abstract_os = train_checkpoints.abstract_like_shardings(abstract_opt, opt_shardings)
     meta = ckpt.read_meta(latest)
     if meta.get("data") != data_key:
-      raise ValueError(f"{model_dir}: checkpoint {latest} was written with input {meta.get('data')}"
-                       f", this run reads {data_key}; the data position would not match")
+      ckpt.close()
+      raise experiment.ExperimentError(
+          f"--model_dir={model_dir}: checkpoint {latest} was written with input "
+          f"{meta.get('data')}, this run reads {data_key}; the data position would not match "
+          "(rerun with the run's own settings, or pick a new --model_dir)")
     params, opt_state, meta = ckpt.restore(latest, abstract_ps, abstract_os, train_input)
     state = TrainState(step=multihost.global_array(np.int32(latest), replicated),
                        params=params, opt_state=opt_state)
@@ -370,12 +382,24 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig, *,
       multihost.compile_together(init_state, init_rng, name="init")
       state = init_state(init_rng)
     if exp.initial_checkpoint_path:
-      state = state.replace(params=_load_initial(exp.initial_checkpoint_path, model_cfg,
-                                                 param_shardings, abstract_params))
+      try:
+        state = state.replace(params=_load_initial(exp, model_cfg, param_shardings,
+                                                   abstract_params))
+      except experiment.ExperimentError:
+        ckpt.close()
+        if new_dir:  # nothing but the empty checkpoints/ dir Orbax made: leave nothing behind
+          shutil.rmtree(model_dir, ignore_errors=True)
+        raise
     batches_consumed = 0
 
   # ---- Run dir ---------------------------------------------------------------------------
   step = int(jax.device_get(state.step))
+  if step >= exp.train_steps:  # a rerun of a finished run: nothing to train, nothing rewritten
+    ckpt.close()
+    logging.info("%s holds the finished run: its checkpoints reach step %d (TRAIN_STEPS = %d); "
+                 "nothing to train", model_dir, step, exp.train_steps)
+    return {"step": step, "complete": True, "model_dir": model_dir,
+            "eval": summaries.last_row(model_dir, "eval") if plan.validation else "none"}
   if is_main:
     io_dir = model_dir
     summaries.write_json(io_dir, "experiment.json", {
@@ -383,29 +407,30 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig, *,
         "gin_files": list(loaded.files), "gin_bindings": list(loaded.bindings),
         "not_read": list(loaded.skipped)})
     summaries.write_json(io_dir, "model_config.json", dataclasses.asdict(model_cfg))
-    summaries.write_json(io_dir, "provenance.json", _provenance(provider, loaded, mesh, cfg.fsdp, env))
+    summaries.write_json(io_dir, "provenance.json",
+                         _provenance(provider, loaded, mesh, cfg, input_shards, env))
   log = summaries.RunLog(model_dir, start_step=step, total_steps=exp.train_steps, enabled=is_main,
                          tensorboard=cfg.tensorboard, progress=cfg.progress)
-  eval_period, save_period = exp.eval_period, exp.saving_period
+  eval_period = exp.eval_period if plan.validation else 0
+  save_period = exp.saving_period
 
   def run_eval(params) -> dict[str, float]:
     scalars = evaluate_losses(params)
     scores = evaluate.score_tasks(
         model_cfg, params, task_name, "validation", lengths,
-        batch_size=eval_batch, max_examples=cfg.eval_max_examples, mesh=mesh)
+        batch_size=cfg.eval_batch_size, max_examples=cfg.eval_max_examples, mesh=mesh)
     scalars.update(scores)
     return scalars
 
-  eval_rows = multihost.local_rows(batch_sharding, eval_batch)
-
-  compiled: set[str] = set()
+  eval_rows = multihost.local_rows(batch_sharding, cfg.eval_batch_size)
+  compiled: set[str] = set()  # programs compiled together by every process (multihost)
 
   def evaluate_losses(params) -> dict[str, float]:
     out = {}
-    for task in _subtasks(provider):
+    for task in input_pipeline.subtasks(provider):
       sums = np.zeros(2)
       eval_cfg = dataclasses.replace(in_cfg, mixture_or_task_name=task.name, split="validation",
-                                     global_batch_size=eval_batch)
+                                     global_batch_size=cfg.eval_batch_size)
       for b in input_pipeline.eval_batches(eval_cfg, eval_rows):
         b = input_pipeline.to_global(b, batch_shardings)
         if "eval_step" not in compiled:
@@ -425,8 +450,7 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig, *,
   batch_shardings = None
   finite = multihost.global_array(True, replicated)
   zero = multihost.global_array(np.float32(0), replicated)
-  tokens = zero  # on device: summed over the global batch
-  input_wait = 0.0
+  tokens, input_wait = zero, 0.0  # tokens: on device, summed over the global batch
   last_good = step
   final_eval: dict[str, float] = {}
   logging.info("training %s (%s) steps %d -> %d on mesh %s", task_name, exp.student, step,
@@ -476,40 +500,35 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig, *,
     if is_main:
       summaries.write_text(model_dir, "operative_config.gin", gin.operative_config_str())
     log.close()
-  result = {"step": step, "eval": final_eval, "model_dir": model_dir}
+  result = {"step": step, "complete": True, "model_dir": model_dir,
+            "eval": final_eval if plan.validation else "none"}
   if is_main:
     summaries.write_json(model_dir, "train_result.json", result)
   return result
 
 
-def _subtasks(provider) -> list[Any]:
-  return list(provider.tasks) if hasattr(provider, "tasks") else [provider]
-
-
-def _initial_step(path: str | None) -> int:
-  """T5X semantics: fine-tuning from `.../checkpoint_N` continues the step count at N."""
-  if not path:
-    return 0
-  base = os.path.basename(path.rstrip("/"))
-  return int(base.split("_")[-1]) if base.startswith("checkpoint_") and base.split("_")[-1].isdigit() else 0
-
-
-def _load_initial(path: str, model_cfg: Any, shardings: Any, abstract: Any) -> Any:
+def _load_initial(exp: experiment.Experiment, model_cfg: Any, shardings: Any,
+                  abstract: Any) -> Any:
   """Pretrained weights from a T5X or HuggingFace checkpoint, placed on `shardings`."""
-  from dsbs.model import checkpoints  # pylint: disable=g-import-not-at-top
-  _, params = checkpoints.load_checkpoint(path, model_cfg)
+  path = exp.initial_checkpoint_path
+  where = (f"INITIAL_CHECKPOINT_PATH = {path!r} does not load as STUDENT = {exp.student!r} "
+           "(pick the STUDENT the checkpoint was trained as)")
+  try:
+    _, params = checkpoint_formats.load_hf_or_t5x(path, model_cfg)
+  except (ValueError, OSError) as e:  # the readers name what does not match
+    raise experiment.ExperimentError(f"{where}: {e}") from None
   shapes = jax.tree.map(lambda a: a.shape, abstract)
   got = jax.tree.map(lambda a: np.shape(a), params)
   if shapes != got:
-    raise ValueError(f"{path}: parameter shapes do not match the model config")
+    raise experiment.ExperimentError(f"{where}: the parameter shapes differ")
   return jax.tree.map(lambda x, s: multihost.global_array(np.asarray(x, np.float32), s), params,
                       shardings)
 
 
-def _provenance(provider, loaded: experiment.Loaded, mesh, fsdp: bool, env: dict[str, Any]
-                ) -> dict[str, Any]:
+def _provenance(provider, loaded: experiment.Loaded, mesh, cfg: TrainConfig, input_shards: int,
+                env: dict[str, Any]) -> dict[str, Any]:
   tasks = {}
-  for t in _subtasks(provider):
+  for t in input_pipeline.subtasks(provider):
     sizes = {}
     for split in ("train", "validation", "test"):
       try:
@@ -521,22 +540,22 @@ def _provenance(provider, loaded: experiment.Loaded, mesh, fsdp: bool, env: dict
   return {"mixture_or_task": loaded.experiment.mixture_or_task_name, "tasks": tasks,
           "environment": env, "gin_files": list(loaded.files),
           "gin_bindings": list(loaded.bindings),
-          "mesh": dict(mesh.shape), "fsdp": fsdp, "devices": jax.device_count(),
-          "processes": jax.process_count(), "versions": summaries.versions(),
+          "mesh": dict(mesh.shape), "fsdp": cfg.fsdp, "devices": jax.device_count(),
+          "processes": jax.process_count(), "input_shards": input_shards, "versions": summaries.versions(),
           "host_malloc": hostmem.state(),
           "argv": sys.argv, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
   """`python -m dsbs.train`: exit code 0, 2 for a bad experiment, 3 for a NaN/Inf loss."""
+  verbose = console.is_verbose(argv)
   try:
     with multihost.fail_fast(experiment.ExperimentError, NonFiniteLossError):
       out = main(argv)
   except experiment.ExperimentError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    return console.fail(e, verbose)
   except NonFiniteLossError as e:
-    print(f"error: {e}", file=sys.stderr)
+    console.fail(e, verbose)
     return 3
   print(json.dumps(out, indent=2, default=str))
   return 0

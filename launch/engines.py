@@ -4,13 +4,14 @@ dsbs (the built-in runner): one command,
     python -m dsbs.train --gin_file=<experiment> --gin.<MACRO>=<value>... --model_dir=<run dir>
         --then_evaluate
 which trains (resuming from the run dir's checkpoint), then decodes the test split with the
-best-on-validation checkpoint into `<run dir>/eval/metrics.json` and `predictions.jsonl`.
+best-on-validation checkpoint into `<run dir>/eval/test_greedy/metrics.json` and
+`predictions.jsonl`.
 
 t5x: `python -m t5x.train` with the same macros and MODEL_DIR; then the runner picks the step
 with the best validation accuracy from `<run dir>/inference_eval/*-metrics.jsonl` (among the
 checkpoints that exist), runs `python -m t5x.eval` with `gin_configs/eval.gin` on the test split
-into `<run dir>/test_eval`, and writes its scores to `<run dir>/eval/metrics.json`, the file
-the report reads for both engines.
+into `<run dir>/test_eval`, and writes its scores to `<run dir>/eval/test_greedy/metrics.json`,
+the file the report reads for both engines (`dsbs.report.TEST_METRICS`).
 """
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ import posixpath
 import re
 from typing import Any, Callable
 
+from dsbs import fileio
 from dsbs import report as report_lib
-from dsbs.data import io
 from dsbs.data import record
 
 from launch import definition
@@ -52,13 +53,13 @@ class Phase:
 
 
 def _join(run_dir: str, *parts: str) -> str:
-  return (posixpath.join if io.is_remote(run_dir) else os.path.join)(run_dir, *parts)
+  return (posixpath.join if fileio.is_remote(run_dir) else os.path.join)(run_dir, *parts)
 
 
 def _gin_file_args(sweep: definition.Sweep, cell: definition.Cell, repo: str) -> list[str]:
   out = []
   for f in sweep.gin_files(cell):
-    local = f if io.is_remote(f) or os.path.exists(os.path.join(repo, f)) else os.path.abspath(f)
+    local = f if fileio.is_remote(f) or os.path.exists(os.path.join(repo, f)) else os.path.abspath(f)
     out.append(f"--gin_file={local}")
   return out
 
@@ -101,9 +102,9 @@ def _metrics_rows(directory: str) -> dict[str, dict[int, dict[str, Any]]]:
   """SeqIO's `inference_eval/<task>-metrics.jsonl` files in `directory`: task -> step -> row."""
   out: dict[str, dict[int, dict[str, Any]]] = {}
   ev = _join(directory, "inference_eval")
-  if not io.exists(ev):
+  if not fileio.exists(ev):
     return out
-  for fname in io.listdir(ev):
+  for fname in fileio.listdir(ev):
     if not fname.endswith("-metrics.jsonl"):
       continue
     task = fname[:-len("-metrics.jsonl")]
@@ -117,9 +118,9 @@ def best_t5x_checkpoint(run_dir: str, metric: str = "accuracy") -> dict[str, Any
   """The T5X checkpoint of `run_dir` with the best validation `metric` (mean over the scored
   tasks at that step; ties go to the later step), among the checkpoints that exist; the latest
   checkpoint when no validation metrics were written."""
-  if not io.exists(run_dir):
+  if not fileio.exists(run_dir):
     raise EngineError(f"{run_dir}: no run dir")
-  steps = sorted(int(m.group(1)) for m in map(_T5X_CHECKPOINT.match, io.listdir(run_dir)) if m)
+  steps = sorted(int(m.group(1)) for m in map(_T5X_CHECKPOINT.match, fileio.listdir(run_dir)) if m)
   if not steps:
     raise EngineError(f"{run_dir}: no checkpoint_<step> dirs to test")
   scores: dict[int, list[float]] = {}
@@ -138,7 +139,8 @@ def best_t5x_checkpoint(run_dir: str, metric: str = "accuracy") -> dict[str, Any
 
 
 def write_t5x_test_metrics(run_dir: str, chosen: dict[str, Any]) -> str:
-  """t5x.eval's test scores -> `<run dir>/eval/metrics.json` (the shape dsbs.evaluate writes)."""
+  """t5x.eval's test scores -> `<run dir>/<report.TEST_METRICS>` (the shape dsbs.evaluate
+  writes)."""
   rows = _metrics_rows(_join(run_dir, T5X_TEST_DIR))
   if not rows:
     raise EngineError(f"{run_dir}/{T5X_TEST_DIR}: t5x.eval wrote no inference_eval metrics")
@@ -157,7 +159,7 @@ def write_t5x_test_metrics(run_dir: str, chosen: dict[str, Any]) -> str:
   out = {"split": "test", "engine": "t5x", "step": step, "checkpoint": chosen.get("checkpoint"),
          "selected_by": chosen.get("selected_by"), "metrics": metrics}
   path = _join(run_dir, report_lib.TEST_METRICS)
-  io.makedirs(posixpath.dirname(path) if io.is_remote(path) else os.path.dirname(path))
-  with io.atomic_write_text(path) as f:
+  fileio.makedirs(posixpath.dirname(path) if fileio.is_remote(path) else os.path.dirname(path))
+  with fileio.atomic_write_text(path) as f:
     json.dump(out, f, indent=2)
   return path

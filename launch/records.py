@@ -20,7 +20,7 @@ import time
 from typing import Any, Mapping
 
 from dsbs import report as report_lib
-from dsbs.data import io
+from dsbs import fileio
 
 
 @functools.lru_cache(maxsize=4)
@@ -73,15 +73,15 @@ def write(run_dir: str, rec: dict[str, Any]) -> str:
   """Writes `rec` atomically to `<run dir>/run_record.json`, with the trainer's resolved
   experiment copied in when the run dir has one."""
   exp_path = os.path.join(run_dir, report_lib.EXPERIMENT)
-  if io.exists(exp_path):
+  if fileio.exists(exp_path):
     try:
-      with io.open_text(exp_path) as f:
+      with fileio.open_text(exp_path) as f:
         rec["experiment"] = json.load(f)
       rec["experiment_file"] = report_lib.EXPERIMENT
     except (OSError, ValueError) as e:
       rec["experiment_file"] = f"{report_lib.EXPERIMENT} (unreadable: {e})"
-  io.makedirs(run_dir)
+  fileio.makedirs(run_dir)
   path = os.path.join(run_dir, report_lib.RUN_RECORD)
-  with io.atomic_write_text(path) as f:
+  with fileio.atomic_write_text(path) as f:
     json.dump(rec, f, indent=2, sort_keys=True, default=str)
   return path

@@ -28,7 +28,6 @@ import math
 import os
 import queue
 import re
-import shlex
 import shutil
 import signal
 import sys
@@ -36,8 +35,8 @@ import threading
 import time
 from typing import Any, Sequence, TextIO
 
+from dsbs import fileio
 from dsbs import report as report_lib
-from dsbs.data import io
 
 from launch import definition
 from launch import engines
@@ -74,10 +73,10 @@ class Runner:
     self.sweep = sweep
     self.sweep_dir = os.path.abspath(sweep_dir)
     root = sweep.run_root(self.sweep_dir)
-    self.run_root = root if io.is_remote(root) else os.path.abspath(root)
+    self.run_root = root if fileio.is_remote(root) else os.path.abspath(root)
     self.target = target
     self.max_parallel = max(1, int(max_parallel))
-    self.python = python or sweep.get("python") or sys.executable
+    self.python = target.python or python or sweep.get("python") or sys.executable
     self.only = re.compile(only) if only else None
     self.update = update
     self.out = out or sys.stdout
@@ -256,7 +255,7 @@ class Runner:
     del self._active[name]
     if error is not None:
       status, reason = state_lib.FAILED, error
-    elif rc == 0 and self.sweep.test_eval and not io.exists(
+    elif rc == 0 and self.sweep.test_eval and not fileio.exists(
         os.path.join(job.run_dir, report_lib.TEST_METRICS)):
       status, reason = state_lib.FAILED, f"exit 0 but no {report_lib.TEST_METRICS} in the run dir"
     elif rc == 0:
@@ -281,7 +280,7 @@ class Runner:
         sweep=self.sweep.name, cell=job.cell.name, overrides=job.cell.overrides,
         bindings=list(job.cell.bindings), gin_files=self.sweep.gin_files(job.cell),
         commands=[p.preview for p in job.phases], engine=job.cell.engine,
-        target=self.target.describe(), repo=self.repo, run_dir=job.run_dir,
+        target=self.target.describe(job), repo=self.repo, run_dir=job.run_dir,
         attempt=job.attempt, started=started, ended=ended, status=status, exit_code=rc,
         reason=reason, phases=job.phase_results)
     try:
@@ -353,14 +352,17 @@ def status_text(sweep_dir: str) -> str:
 
 # ---- CLI -----------------------------------------------------------------------------------------
 
-def _dry_run(sweep: definition.Sweep, sweep_dir: str, python: str, out: TextIO) -> None:
+def _dry_run(sweep: definition.Sweep, sweep_dir: str, python: str, target: targets.Target,
+             out: TextIO) -> None:
   root = sweep.run_root(sweep_dir)
-  root = root if io.is_remote(root) else os.path.abspath(root)
+  root = root if fileio.is_remote(root) else os.path.abspath(root)
   for cell in sweep.cells:
     run_dir = f"{root.rstrip('/')}/{cell.name}"
     out.write(f"# {cell.name}  ({run_dir})\n")
-    for phase in engines.phases(sweep, cell, run_dir, python):
-      out.write(shlex.join(phase.preview) + "\n")
+    job = targets.Job(sweep=sweep.name, cell=cell, run_dir=run_dir,
+                      phases=engines.phases(sweep, cell, run_dir, python),
+                      log_path=os.path.join(sweep_dir, "logs", f"{cell.name}.log"))
+    target.dry_run(job, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -403,18 +405,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
   try:
     sweep = definition.load(args.definition)
-    target = None if args.dry_run else targets.make_target(sweep)
+    target = targets.make_target(sweep)
   except definition.SweepError as e:
     print(f"launch.sweep: {e}", file=sys.stderr)
     return 2
+  if target.python and args.python not in (None, target.python):
+    print(f"launch.sweep: --python: the {target.name} target runs {target.python}",
+          file=sys.stderr)
+    return 2
   sweep_dir = sweep.sweep_dir(args.sweep_dir)
-  python = args.python or sweep.get("python") or sys.executable
+  python = target.python or args.python or sweep.get("python") or sys.executable
   if args.dry_run:
     print(f"# sweep {sweep.name}: {len(sweep.cells)} cells"
           + (f" ({sweep.collapsed} grid points collapsed)" if sweep.collapsed else "")
           + f"; sweep dir {sweep_dir}")
     try:
-      _dry_run(sweep, sweep_dir, python, sys.stdout)
+      _dry_run(sweep, sweep_dir, python, target, sys.stdout)
       sys.stdout.flush()
     except BrokenPipeError:  # `... --dry_run | head`
       os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

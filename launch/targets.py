@@ -3,14 +3,14 @@
 A target runs one `Job` (a cell's commands, in order, from the repository root, all pointing at
 the cell's run dir) and returns its exit code. The sweep runner calls `run` from one thread per
 running cell and `terminate` from its main thread (second Ctrl-C, SIGTERM). `describe` says
-where the job runs, for the run record.
+where the job runs, for the run record; `dry_run` prints what `run` would do; `python`, when
+set, is the interpreter the phases must name (the runner builds them with it).
 
 Targets are chosen by the definition's `target` key through `make_target`. `local` is built in.
-A TPU VM target plugs in by registering a factory under `tpu` (`register_target`): its `run`
-builds one TPU job from `job.phases` (each phase's argv runs on every worker, in order),
-`job.run_dir` (gs://) and the definition's `tpu` options, blocks until the job ends (e.g. by
-babysitting the VM, recreating it after a preemption), and returns the exit code; the run dir
-on gs:// lets a re-run of an interrupted cell resume from its checkpoint.
+`tpu` (launch/tpu_target.py, imported on first use) runs each cell as one Cloud TPU VM job of
+launch/tpu.py: every phase's argv on every worker, in order, the run dir on gs://, the VM
+recreated after a preemption and the run resumed from its checkpoint. Other targets plug in by
+registering a factory (`register_target`).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, TextIO
 
 from launch import definition
 from launch import engines
@@ -49,10 +49,11 @@ class Job:
 class Target(abc.ABC):
   """Runs jobs somewhere; one instance serves a whole sweep."""
   name = "?"
+  python: str | None = None  # the interpreter the phases name there (None: the runner's choice)
 
   @abc.abstractmethod
-  def describe(self) -> dict[str, Any]:
-    """Where jobs run (host; or TPU name, type and zone), for the run record."""
+  def describe(self, job: Job | None = None) -> dict[str, Any]:
+    """Where jobs run (host; or TPU name, type and zone), for the run record of `job`."""
 
   @abc.abstractmethod
   def run(self, job: Job) -> int:
@@ -69,6 +70,18 @@ class Target(abc.ABC):
   def check(self, sweep: definition.Sweep) -> None:
     """Raises SweepError when this target cannot run `sweep` (called before anything runs)."""
 
+  def dry_run(self, job: Job, out: TextIO) -> None:
+    """Writes what `run(job)` would do, as shell lines, running nothing: here the phases'
+    commands (a later phase's argv may be built only when it starts)."""
+    for phase in job.phases:
+      out.write(shlex.join(phase.preview) + "\n")
+
+
+def phase_header(job: Job, phase: str, argv: list[str]) -> str:
+  """The lines a target writes to the job's log before each phase."""
+  return (f"\n==== {job.cell.name} attempt {job.attempt} phase {phase} "
+          f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n$ {shlex.join(argv)}\n")
+
 
 _PR_SET_PDEATHSIG = 1
 _libc = None
@@ -81,6 +94,17 @@ def _die_with_runner() -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def die_with_runner() -> Callable[[], None] | None:
+  """A `preexec_fn` for the processes a target starts: on Linux they get SIGTERM when the
+  runner thread that started them dies; None elsewhere."""
+  global _libc
+  if not sys.platform.startswith("linux"):
+    return None
+  if _libc is None:
+    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+  return _die_with_runner
+
+
 class LocalTarget(Target):
   """Runs each phase as a subprocess of this machine, in its own process group (so the
   terminal's Ctrl-C reaches the runner only), output appended to the job's log file."""
@@ -88,14 +112,12 @@ class LocalTarget(Target):
 
   def __init__(self, repo: str = definition.REPO, env: dict[str, str] | None = None,
                grace_s: float = 20.0):
-    global _libc
     self.repo, self.env, self.grace_s = repo, env, grace_s
     self._procs: dict[str, subprocess.Popen] = {}
     self._lock = threading.Lock()
-    if sys.platform.startswith("linux") and _libc is None:
-      _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    self._child_setup = die_with_runner()
 
-  def describe(self) -> dict[str, Any]:
+  def describe(self, job: Job | None = None) -> dict[str, Any]:
     return {"target": self.name, **records.host_info()}
 
   def run(self, job: Job) -> int:
@@ -106,16 +128,14 @@ class LocalTarget(Target):
       argv = phase.argv()
       started = time.time()
       with open(job.log_path, "a", encoding="utf-8") as log:
-        log.write(f"\n==== {job.cell.name} attempt {job.attempt} phase {phase.name} "
-                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n$ {shlex.join(argv)}\n")
+        log.write(phase_header(job, phase.name, argv))
         log.flush()
         with self._lock:
           if job.cancelled.is_set():
             return -int(signal.SIGTERM)
           proc = subprocess.Popen(  # pylint: disable=consider-using-with
               argv, cwd=self.repo, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-              env=self.env, start_new_session=True,
-              preexec_fn=_die_with_runner if _libc is not None else None)
+              env=self.env, start_new_session=True, preexec_fn=self._child_setup)
           self._procs[job.cell.name] = proc
         if job.on_process:
           job.on_process(proc.pid)
@@ -159,7 +179,7 @@ _TARGETS: dict[str, Callable[[definition.Sweep], Target]] = {
     "local": lambda sweep: LocalTarget(),
 }
 # Targets that exist in the design but are provided by a module that may be absent.
-_PROVIDED_BY = {"tpu": "launch.tpu (the TPU VM job launcher)"}
+_PROVIDED_BY = {"tpu": "launch.tpu_target (Cloud TPU VM jobs through launch.tpu)"}
 
 
 def register_target(name: str, factory: Callable[[definition.Sweep], Target]) -> None:

@@ -39,7 +39,7 @@ What it guarantees:
   worker has failed. `<model_dir>/launch_record.json` records the job (overrides, commit, dirty
   flag, accelerator, zone, engine, runtime image, versions, attempt, preemptions).
 
-Python API (the sweep runner drives one cell per job):
+Python API (the sweep runner's tpu target, launch/tpu_target.py, drives one cell per job):
 
     from launch import tpu
     job = tpu.TpuJob(name="sweep-cell-3", zone="us-west4-a", accelerator="v5litepod-64",
@@ -50,16 +50,20 @@ Python API (the sweep runner drives one cell per job):
     rc = tpu.babysit(job, tpu.Gcloud())      # exit status: 0, the trainer's, 75 or 1
     tpu.babysit(job, tpu.DryRun())           # prints the commands; DryRun().calls holds them
 
-`TpuJob` is a frozen dataclass, validated on construction (`JobError` names the field).
-`create(job, gcloud) -> bool` (True when it created the resource), `setup(job, gcloud) -> Code`,
-`run(job, gcloud, attempt=None) -> int` (the remote exit status; raises `Preempted`),
-`teardown(job, gcloud, owned=None) -> bool`, `babysit(job, gcloud) -> int` and
-`cleanup(gcloud, zones, ...) -> int` raise `LaunchError` when gcloud fails. `Gcloud` runs the
-real CLI (`binary=` picks another executable); `DryRun` records and prints instead.
+`TpuJob` is a frozen dataclass, validated on construction (`JobError` names the field); its
+`command` (an argv) runs instead of the engine's trainer. `create(job, gcloud) -> bool` (True
+when it created the resource), `setup(job, gcloud) -> Code`, `run(job, gcloud, attempt=None) ->
+int` (the remote exit status; raises `Preempted`), `teardown(job, gcloud, owned=None) -> bool`,
+`babysit(job, gcloud) -> int` and `cleanup(gcloud, zones, ...) -> int` raise `LaunchError` when
+gcloud fails. `babysit(job, gcloud, lease=Lease())` leaves the resource up for more commands
+(`run`), then `teardown_uninterrupted(job, gcloud, owned=lease.owned or None)` deletes it.
+`Gcloud` runs the real CLI (`binary=` picks another executable; `new_session=True` and
+`interrupt()` for a caller in another thread); `DryRun` records and prints instead.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import getpass
@@ -73,7 +77,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence, TextIO
+from typing import (Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence,
+                    TextIO)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -141,7 +146,7 @@ class JobError(ValueError):
 
   def __init__(self, field: str, message: str):
     super().__init__(f"--{field}: {message}")
-    self.field = field
+    self.field, self.message = field, message
 
 
 class LaunchError(RuntimeError):
@@ -180,6 +185,9 @@ class TpuJob:
   engine: str = "t5x"  # t5x: python3 -m t5x.train; dsbs: python3 -m dsbs.train
   gin_files: tuple[str, ...] = ()  # relative to the repository root, committed
   overrides: tuple[tuple[str, str], ...] = ()  # (gin KEY, gin literal) -> --gin.KEY=VALUE
+  # An argv to run on every worker instead of the engine's trainer (`python3 -m t5x.eval ...`),
+  # from the shipped checkout's root; replaces gin_files and overrides.
+  command: tuple[str, ...] = ()
   env: tuple[tuple[str, str], ...] = ()  # non-secret variables exported on every worker
   labels: tuple[tuple[str, str], ...] = ()  # extra labels (the dsbs-* ones are added)
   sweep: str | None = None  # the `dsbs-sweep` label
@@ -199,6 +207,7 @@ class TpuJob:
   run_timeout_s: float = 72 * 3600.0  # per worker (`timeout`); 0: none
   log_sync_s: float = 30.0  # how often each worker copies its log to the model dir
   repo: str = REPO  # the git checkout whose commit ships
+  record: str = RECORD  # the run record's file name in model_dir
 
   def __post_init__(self):
     if not _NAME.match(self.name or ""):
@@ -218,6 +227,10 @@ class TpuJob:
     for f in self.gin_files:
       if not f or os.path.isabs(f) or ".." in f.split("/"):
         raise JobError("gin_file", f"{f!r}: a path relative to the repository root")
+    if self.command and (self.gin_files or self.overrides):
+      raise JobError("command", "a command replaces --gin_file and --gin: give one or the other")
+    if self.command and not all(isinstance(a, str) and a for a in self.command):
+      raise JobError("command", f"{self.command!r}: an argv of non-empty strings")
     for key, _ in self.overrides:
       if not _GIN_KEY.match(key):
         raise JobError("gin", f"{key!r} is not a gin binding key (MACRO or scope/fn.param)")
@@ -235,6 +248,8 @@ class TpuJob:
                        "'-', at most 63 characters")
     if any(k.startswith("dsbs-") for k, _ in self.labels):
       raise JobError("label", "the dsbs-* labels are set by the launcher")
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.json$", self.record):
+      raise JobError("record", f"{self.record!r}: a file name ending in .json")
     if self.max_retries < 0:
       raise JobError("max_retries", "must be >= 0")
     if self.t5x_revision == "none" and self.engine == "t5x":
@@ -293,17 +308,32 @@ class Gcloud:
   """Runs the gcloud CLI: captured calls, pipes from a local producer, streamed long commands.
 
   Each command is echoed to `log` (default stderr) as `+ gcloud ...` (state polls are not);
-  progress messages go there too. `sleep` and `clock` are injectable.
+  progress messages go there too, and streamed commands' output to `output` (default: ours).
+  `sleep` (default: a wait that `interrupt()` ends) and `clock` are injectable.
+
+  A caller that is not the terminal's main thread (a sweep runner's cell) passes
+  `new_session=True`: gcloud then runs in its own session, out of reach of the terminal's Ctrl-C
+  and without a terminal to prompt on, and `interrupt()` plays Ctrl-C's part. `preexec_fn` runs
+  in each child before gcloud starts.
   """
   dry_run = False
 
   def __init__(self, binary: str = "gcloud", log: TextIO | None = None,
-               sleep: Callable[[float], None] = time.sleep,
-               clock: Callable[[], float] = time.monotonic):
+               sleep: Callable[[float], None] | None = None,
+               clock: Callable[[], float] = time.monotonic, output: TextIO | None = None,
+               new_session: bool = False, preexec_fn: Callable[[], None] | None = None):
     self.binary = binary
     self._log = log
-    self.sleep = sleep
+    self._nap = sleep
     self.clock = clock
+    self.output = output
+    self.new_session = new_session
+    self.preexec_fn = preexec_fn
+    self._lock = threading.RLock()
+    self._procs: set[subprocess.Popen] = set()
+    self._interrupt: str | None = None  # None, "pending", "delivered"
+    self._shield = 0
+    self._wake = threading.Event()
 
   # Output.
   def _err(self) -> TextIO:
@@ -325,20 +355,101 @@ class Gcloud:
     """The command as a shell line."""
     return shlex.join(["gcloud", *args])
 
+  # Interruption from another thread.
+  def interrupt(self) -> None:
+    """Ctrl-C for a caller in another thread: stops the gcloud commands running now (SIGTERM, to
+    their process groups with `new_session`) and makes the step waiting on them, or the next
+    step, raise KeyboardInterrupt. Only the first call counts, and none inside
+    `uninterruptible()`."""
+    with self._lock:
+      if self._interrupt or self._shield:
+        self._interrupt = self._interrupt or "delivered"
+        return
+      self._interrupt = "pending"
+      procs = list(self._procs)
+    for proc in procs:
+      self._signal(proc, signal.SIGTERM)
+    self._wake.set()
+
+  @contextlib.contextmanager
+  def uninterruptible(self) -> Iterator[None]:
+    """A block (a teardown) that `interrupt()` does not cut short; it answers a pending one."""
+    with self._lock:
+      self._shield += 1
+      if self._interrupt == "pending":
+        self._interrupt = "delivered"
+    try:
+      yield
+    finally:
+      with self._lock:
+        self._shield -= 1
+
+  def _raise_if_interrupted(self) -> None:
+    with self._lock:
+      if self._interrupt != "pending" or self._shield:
+        return
+      self._interrupt = "delivered"
+    raise KeyboardInterrupt
+
+  def sleep(self, seconds: float) -> None:
+    self._raise_if_interrupted()
+    if self._nap is None:
+      self._wake.wait(seconds)
+    else:
+      self._nap(seconds)
+    self._raise_if_interrupted()
+
+  # Processes.
+  def _start(self, args: Sequence[str], **kw: Any) -> subprocess.Popen:
+    """Starts `gcloud ARGS`, known to `interrupt()` until `_end`."""
+    kw.setdefault("stdin", subprocess.DEVNULL if self.new_session else None)
+    with self._lock:
+      self._raise_if_interrupted()
+      try:
+        proc = subprocess.Popen(self._argv(args), start_new_session=self.new_session,
+                                preexec_fn=self.preexec_fn, **kw)
+      except FileNotFoundError:
+        raise LaunchError(f"{self.binary!r} not found: install the Google Cloud CLI") from None
+      self._procs.add(proc)
+    return proc
+
+  def _signal(self, proc: subprocess.Popen, sig: int) -> None:
+    try:
+      if self.new_session:
+        os.killpg(proc.pid, sig)  # gcloud and the ssh processes it started
+      else:
+        proc.send_signal(sig)
+    except (ProcessLookupError, PermissionError):
+      pass
+
+  def _end(self, proc: subprocess.Popen) -> None:
+    """Stops `proc` if it still runs (SIGTERM, SIGKILL 10 s later) and forgets it."""
+    if proc.poll() is None:
+      self._signal(proc, signal.SIGTERM)
+      try:
+        proc.wait(timeout=10)
+      except subprocess.TimeoutExpired:
+        self._signal(proc, signal.SIGKILL)
+        proc.wait()
+    with self._lock:
+      self._procs.discard(proc)
+
   # Commands.
   def call(self, args: Sequence[str], *, stdin: str | None = None, check: bool = True,
            echo: bool = True, timeout_s: float | None = 600) -> Result:
     """Runs `gcloud ARGS` to completion with captured output."""
     if echo:
       self._echo(self.display(args) + (f" < ({len(stdin)} bytes)" if stdin is not None else ""))
+    proc = self._start(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       **({"stdin": subprocess.PIPE} if stdin is not None else {}))
     try:
-      proc = subprocess.run(self._argv(args), input=stdin, capture_output=True, text=True,
-                            timeout=timeout_s, check=False)
-    except FileNotFoundError:
-      raise LaunchError(f"{self.binary!r} not found: install the Google Cloud CLI") from None
+      out, err = proc.communicate(input=stdin, timeout=timeout_s)
     except subprocess.TimeoutExpired:
       raise LaunchError(f"{self.display(args)} ran past {timeout_s:g} s") from None
-    result = Result(proc.returncode, proc.stdout, proc.stderr)
+    finally:
+      self._end(proc)
+    self._raise_if_interrupted()
+    result = Result(proc.returncode, out, err)
     if check and result.rc:
       raise LaunchError(f"{self.display(args)} failed (rc {result.rc}): {_tail(result.err)}")
     return result
@@ -352,60 +463,58 @@ class Gcloud:
     except FileNotFoundError:
       raise LaunchError(f"{producer[0]!r} not found") from None
     try:
-      dst = subprocess.run(self._argv(args), stdin=src.stdout, capture_output=True, text=True,
-                           check=False)
-    except FileNotFoundError:
+      dst = self._start(args, stdin=src.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        text=True)
+      try:
+        _, err = dst.communicate()
+      finally:
+        self._end(dst)
+    except BaseException:
       src.kill()
-      raise LaunchError(f"{self.binary!r} not found: install the Google Cloud CLI") from None
+      raise
     finally:
       src.stdout.close()
-    if src.wait():
+      src.wait()
+    self._raise_if_interrupted()
+    if src.returncode:
       raise LaunchError(f"{shlex.join(producer)} failed (rc {src.returncode})")
     if dst.returncode:
-      raise LaunchError(f"{self.display(args)} failed (rc {dst.returncode}): {_tail(dst.stderr)}")
+      raise LaunchError(f"{self.display(args)} failed (rc {dst.returncode}): {_tail(err)}")
 
   def stream(self, args: Sequence[str], *, timeout_s: float | None = None,
              watch: Callable[[], str | None] | None = None, every: float = 30.0) -> int:
-    """Runs `gcloud ARGS` with its output on ours; returns its exit status.
+    """Runs `gcloud ARGS` with its output on ours (or `output`); returns its exit status.
 
     Every `every` seconds `watch()` is asked; a reason it returns stops the command and raises
-    `Preempted`. Past `timeout_s` the command is stopped and 124 returned. Ctrl-C stops it too.
+    `Preempted`. Past `timeout_s` the command is stopped and 124 returned. Ctrl-C (or
+    `interrupt()`) stops it too.
     """
     self._echo(self.display(args))
-    try:
-      proc = subprocess.Popen(self._argv(args))
-    except FileNotFoundError:
-      raise LaunchError(f"{self.binary!r} not found: install the Google Cloud CLI") from None
+    if self.output is not None:
+      self.output.flush()
+    proc = self._start(args, stdout=self.output,
+                       stderr=subprocess.STDOUT if self.output is not None else None)
     deadline = None if not timeout_s else self.clock() + timeout_s
     try:
       while True:
         try:
-          return proc.wait(timeout=every if (watch or deadline) else None)
+          rc = proc.wait(timeout=every if (watch or deadline) else None)
+          break
         except subprocess.TimeoutExpired:
           pass
         if deadline is not None and self.clock() > deadline:
-          _stop(proc)
+          self._end(proc)
           print(f"+ stopped after {timeout_s:g} s: {self.display(args[:5])} ...",
                 file=self._err(), flush=True)
-          return 124
+          rc = 124
+          break
         reason = watch() if watch else None
         if reason:
-          _stop(proc)
           raise Preempted(reason)
-    except BaseException:
-      _stop(proc)
-      raise
-
-
-def _stop(proc: subprocess.Popen) -> None:
-  if proc.poll() is not None:
-    return
-  proc.terminate()
-  try:
-    proc.wait(timeout=10)
-  except subprocess.TimeoutExpired:
-    proc.kill()
-    proc.wait()
+    finally:
+      self._end(proc)
+    self._raise_if_interrupted()
+    return rc
 
 
 class DryRun(Gcloud):
@@ -541,13 +650,21 @@ def _states(job: TpuJob) -> tuple[frozenset, frozenset, frozenset]:
 
 # ---- create -----------------------------------------------------------------------------------
 
-def create(job: TpuJob, gcloud: Gcloud | None = None) -> bool:
+@dataclasses.dataclass
+class Lease:
+  """A resource held across steps: `owned` turns True as soon as a create of it is asked for
+  (so an interruption right after still deletes it); `preemptions` are babysit's so far."""
+  owned: bool = False
+  preemptions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+def create(job: TpuJob, gcloud: Gcloud | None = None, lease: Lease | None = None) -> bool:
   """Makes the job's resource READY (node) or ACTIVE (queued); True when this call created it.
 
   Reuses a ready resource of this job, waits (with progress, up to `create_timeout_s`) for a
   pending one, deletes and recreates a dead one. A resource this job did not create is neither
   reused nor deleted unless `job.own`. Raises LaunchError (`.created` says whether a resource
-  this call asked for may exist).
+  this call asked for may exist); `lease.owned` is set once a create was asked for.
   """
   g = gcloud or Gcloud()
   job.require("accelerator")
@@ -557,6 +674,8 @@ def create(job: TpuJob, gcloud: Gcloud | None = None) -> bool:
     g.note(f"{job.name}: READY/ACTIVE with this job's labels: reused; pending: waited for; "
            "FAILED/PREEMPTED/SUSPENDED: deleted first; missing:")
     g.call(_create_args(job))
+    if lease is not None:
+      lease.owned = True
     g.note(f"then, every {job.poll_s:g} s until {'ACTIVE' if job.queued else 'READY'} (at most "
            f"{job.create_timeout_s:g} s):")
     describe(job, g)
@@ -575,6 +694,8 @@ def create(job: TpuJob, gcloud: Gcloud | None = None) -> bool:
       r = g.call(_create_args(job), check=False, timeout_s=None)
       asked = True
       exists = bool(r.rc) and ("ALREADY_EXISTS" in r.err or "already exists" in r.err)
+      if lease is not None and not exists:
+        lease.owned = True
       if r.rc and not exists:  # the name was free and we asked for it: what exists now is ours
         raise LaunchError(f"creating {job.name} failed (rc {r.rc}): {_tail(r.err)}", created=True)
       created = not r.rc
@@ -643,8 +764,8 @@ def code_state(job: TpuJob) -> Code:
   if changed and not job.allow_dirty:
     shown = ", ".join(l[3:] for l in changed[:5]) + (" ..." if len(changed) > 5 else "")
     raise JobError("allow_dirty", f"{job.repo} has uncommitted changes to tracked files "
-                   f"({shown}): commit them, or pass --allow_dirty to ship them (untracked files "
-                   "never ship)")
+                   f"({shown}): commit them, or pass --allow_dirty (a sweep's tpu.allow_dirty) "
+                   "to ship them (untracked files never ship)")
   if changed:
     diff = subprocess.run(["git", "-C", job.repo, "diff", "--binary", "HEAD"],
                           capture_output=True, check=True).stdout
@@ -668,11 +789,12 @@ def _archive(job: TpuJob, code: Code) -> str:
   return f"{job.model_dir.rstrip('/')}/code/dsbs-{code.id}.tar.gz"
 
 
-def setup(job: TpuJob, gcloud: Gcloud | None = None) -> Code:
-  """Ships the code and installs the pinned stack on every worker; skips what is in place."""
+def setup(job: TpuJob, gcloud: Gcloud | None = None, code: Code | None = None) -> Code:
+  """Ships the code (default: `code_state(job)`) and installs the pinned stack on every worker;
+  skips what is in place."""
   g = gcloud or Gcloud()
   job.require("model_dir")
-  code = code_state(job)
+  code = code or code_state(job)
   url = _archive(job, code)
   producer = ["git", "-C", job.repo, "archive", "--format=tar.gz", code.commit]
   shown = None
@@ -701,7 +823,10 @@ def _gin_string(value: str) -> str:
 
 
 def trainer_argv(job: TpuJob) -> list[str]:
-  """The command every worker runs, as an argv (never through a shell on the worker)."""
+  """The command every worker runs, as an argv (never through a shell on the worker): the
+  job's `command`, else the engine's trainer."""
+  if job.command:
+    return list(job.command)
   argv = ["python3", "-m", f"{job.engine}.train", *(f"--gin_file={f}" for f in job.gin_files)]
   if job.engine == "t5x":
     argv.append(f"--gin.MODEL_DIR={_gin_string(job.model_dir)}")
@@ -755,21 +880,24 @@ def _preemption(job: TpuJob, g: Gcloud) -> str | None:
 
 
 def run(job: TpuJob, gcloud: Gcloud | None = None, attempt: str | None = None,
-        watch: bool = True, preemptions: Sequence[Mapping[str, Any]] = ()) -> int:
-  """Writes the run record, then trains on every worker; returns the remote exit status.
+        watch: bool = True, preemptions: Sequence[Mapping[str, Any]] = (),
+        code: Code | None = None) -> int:
+  """Writes the run record, then trains (or runs `job.command`) on every worker, which `setup`
+  prepared for `code` (default: `code_state(job)`); returns the remote exit status.
 
   With `watch`, the resource's state is polled every `poll_s` seconds and a preemption stops the
   ssh session and raises `Preempted`. Logs: `<model_dir>/logs/<attempt>/worker-N.log`.
   """
   g = gcloud or Gcloud()
-  job.require("model_dir", "gin_files", "accelerator")
-  code = code_state(job)
+  job.require("model_dir", "accelerator", *(() if job.command else ("gin_files",)))
+  code = code or code_state(job)
   attempt = attempt or _utc("%Y%m%d-%H%M%S")
   logs = f"{job.model_dir.rstrip('/')}/logs/{attempt}"
   record = run_record(job, code, attempt, logs, preemptions)
-  g.call(["storage", "cp", "-", f"{job.model_dir.rstrip('/')}/{RECORD}"],
+  g.call(["storage", "cp", "-", f"{job.model_dir.rstrip('/')}/{job.record}"],
          stdin=json.dumps(record, indent=2) + "\n")
-  g.say(job.name, f"training ({job.engine}) on every worker of {job.name}; logs: {logs}/")
+  what = shlex.join(job.command[:3]) if job.command else f"training ({job.engine})"
+  g.say(job.name, f"{what} on every worker of {job.name}; logs: {logs}/")
   if g.dry_run and watch:
     g.note(f"while it runs: the state of {job.name} is polled every {job.poll_s:g} s "
            "(describe) and a preemption stops it")
@@ -777,7 +905,7 @@ def run(job: TpuJob, gcloud: Gcloud | None = None, attempt: str | None = None,
   rc = g.stream(_ssh_args(job, run_command(job, code, logs)), timeout_s=local_limit,
                 watch=(lambda: _preemption(job, g)) if watch else None, every=job.poll_s)
   if rc:
-    g.say(job.name, f"training failed (rc {rc}); worker logs: {logs}/worker-*.log")
+    g.say(job.name, f"{what} failed (rc {rc}); worker logs: {logs}/worker-*.log")
   return rc
 
 
@@ -820,43 +948,48 @@ def teardown(job: TpuJob, gcloud: Gcloud | None = None, owned: bool | None = Non
   return True
 
 
-def _teardown_uninterrupted(job: TpuJob, g: Gcloud, owned: bool) -> None:
-  """teardown() that a second Ctrl-C cannot cut short (gcloud inherits the ignored SIGINT)."""
+def teardown_uninterrupted(job: TpuJob, gcloud: Gcloud, owned: bool | None = None) -> bool:
+  """teardown() that neither a second Ctrl-C (gcloud inherits the ignored SIGINT) nor
+  `gcloud.interrupt()` cuts short; a failed delete is reported, not raised."""
   main = threading.current_thread() is threading.main_thread()
   previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
   try:
-    teardown(job, g, owned=owned)
+    with gcloud.uninterruptible():
+      return teardown(job, gcloud, owned=owned)
   except LaunchError as e:
-    g.say(job.name, f"teardown: {e}")
+    gcloud.say(job.name, f"teardown: {e}")
+    return False
   finally:
     if main:
       signal.signal(signal.SIGINT, previous)
 
 
-def babysit(job: TpuJob, gcloud: Gcloud | None = None) -> int:
+def babysit(job: TpuJob, gcloud: Gcloud | None = None, lease: Lease | None = None,
+            code: Code | None = None) -> int:
   """create + setup + run until the job ends; on preemption recreate and resume, with backoff.
 
   Returns 0 on success, the trainer's exit status when it fails on a healthy resource, 75
   (EX_TEMPFAIL) after `max_retries` recreations, 1 when gcloud fails, 2 for a job that cannot
-  run, 130 on Ctrl-C/SIGTERM. Whatever happens, the resource is deleted if this call created it
-  (or `job.own`), and only then.
+  run, 130 on Ctrl-C/SIGTERM (or `gcloud.interrupt()`). Whatever happens, the resource is
+  deleted if this call created it (or `job.own`), and only then. With a `lease` it is left up
+  whatever happens, for more commands: the holder deletes it (`teardown_uninterrupted(job, g,
+  owned=lease.owned or None)`); `lease.preemptions` collects the preemptions. Every attempt
+  ships the same `code` (default: `code_state(job)`, taken first: a dirty tree is refused before
+  anything is created).
   """
   g = gcloud or Gcloud()
-  owned = False
-  preemptions: list[dict[str, Any]] = []
+  held = lease if lease is not None else Lease()
+  preemptions = held.preemptions
   stamp = _utc("%Y%m%d-%H%M%S")
   attempt = 0
   try:
+    code = code or code_state(job)
     while True:
-      try:
-        owned = create(job, g) or owned
-      except LaunchError as e:
-        owned = owned or e.created
-        raise
+      create(job, g, held)
       reason = None
       try:
-        setup(job, g)
-        rc = run(job, g, attempt=f"{stamp}-{attempt}", preemptions=preemptions)
+        setup(job, g, code)
+        rc = run(job, g, attempt=f"{stamp}-{attempt}", preemptions=preemptions, code=code)
       except Preempted as e:
         reason = str(e)
       except LaunchError:
@@ -895,7 +1028,8 @@ def babysit(job: TpuJob, gcloud: Gcloud | None = None) -> int:
     g.say(job.name, str(e))
     return EXIT_ERROR
   finally:
-    _teardown_uninterrupted(job, g, owned=owned or job.own)
+    if lease is None:
+      teardown_uninterrupted(job, g, owned=held.owned or job.own)
 
 
 # ---- cleanup ----------------------------------------------------------------------------------
@@ -1037,7 +1171,12 @@ def _parser() -> argparse.ArgumentParser:
            "babysit": "create + setup + run, recreate on preemption, tear down",
            "teardown": "delete the resource if this launcher created it (or --own)"}
   for name, text in helps.items():
-    sub.add_parser(name, parents=[job], help=text, description=text)
+    step = sub.add_parser(name, parents=[job], help=text, description=text)
+    if name in ("run", "babysit"):
+      step.add_argument("argv", nargs="*", metavar="-- ARGV",
+                        help="a command to run on every worker instead of the trainer, from the "
+                        "shipped checkout (e.g. -- python3 -m t5x.eval --gin_file=...); "
+                        "replaces --gin_file and --gin")
   clean = sub.add_parser("cleanup", parents=[common], help="delete labelled leftovers",
                          description="list TPU resources labelled by this launcher, delete "
                          "them after confirmation")
@@ -1055,7 +1194,8 @@ def job_from_args(args: argparse.Namespace) -> TpuJob:
       name=args.name, zone=args.zone, accelerator=args.accelerator, model_dir=args.model_dir,
       project=args.project, runtime_version=args.runtime_version,
       provisioning=args.provisioning, queued=args.queued, engine=args.engine,
-      gin_files=tuple(args.gin_file), overrides=_pairs(args.gin, "gin"), env=env,
+      gin_files=tuple(args.gin_file), overrides=_pairs(args.gin, "gin"),
+      command=tuple(getattr(args, "argv", ())), env=env,
       labels=_pairs(args.label, "label"), sweep=args.sweep,
       owner=args.owner or _default_owner(), own=args.own, keep=args.keep,
       allow_dirty=args.allow_dirty, jax_version=args.jax_version,
@@ -1071,9 +1211,11 @@ def _sigterm(signum, frame):  # pylint: disable=unused-argument
 
 def main(argv: Sequence[str] | None = None) -> int:
   # The trainers' own spelling of a binding, --gin.KEY=VALUE, is read as --gin=KEY=VALUE (in
-  # place: later bindings win in gin).
+  # place: later bindings win in gin); a command after -- is left as it is.
+  argv = list(sys.argv[1:] if argv is None else argv)
+  cut = argv.index("--") if "--" in argv else len(argv)
   argv = [f"--gin={a[len('--gin.'):]}" if a.startswith("--gin.") and "=" in a else a
-          for a in (sys.argv[1:] if argv is None else argv)]
+          for a in argv[:cut]] + argv[cut:]
   args = _parser().parse_args(argv)
   g: Gcloud = DryRun() if args.dry_run else Gcloud()
   signal.signal(signal.SIGTERM, _sigterm)  # a killed launcher tears down like Ctrl-C

@@ -66,20 +66,24 @@ class DatasetDef:
     name: dataset name, the prefix of every task name ([a-z][a-z0-9_]*).
     loader: split -> canonical records (called lazily, once per process and split).
     splits: the splits that exist.
-    kind: label-space kind (see dsbs.seqio_ext.postprocessors.KINDS); picks metric and parser.
+    kind: label-space kind (see dsbs.seqio_ext.postprocessors.LABEL_KINDS); picks metric and parser.
     label_space: closed label set for classification, else None.
+    validation_origin: where validation comes from when it is not a file of its own (said at
+      the start of a run), else None.
   """
   name: str
   loader: sources.Loader
   splits: tuple[str, ...]
   kind: str
   label_space: tuple[str, ...] | None = None
+  validation_origin: str | None = None
 
   def __post_init__(self):
     if not NAME_PATTERN.match(self.name):
       raise ValueError(f"dataset name {self.name!r} must match {NAME_PATTERN.pattern}")
-    if self.kind not in postprocessors.KINDS:
-      raise ValueError(f"dataset {self.name!r}: kind {self.kind!r} not in {postprocessors.KINDS}")
+    if self.kind not in postprocessors.LABEL_KINDS:
+      raise ValueError(f"dataset {self.name!r}: kind {self.kind!r} not in "
+                       f"{postprocessors.LABEL_KINDS}")
     bad = set(self.splits) - {"train", "validation", "test"}
     if bad or not self.splits:
       raise ValueError(f"dataset {self.name!r}: splits {self.splits} must be a non-empty subset "

@@ -128,6 +128,7 @@ class TfdsLoader:
     return f"TfdsLoader({self.dataset!r}, tfds_data_dir={self.tfds_data_dir!r})"
 
   def __call__(self, split: str) -> list[record.Example]:
+    # TensorFlow Datasets (seconds to import) only for TFDS-backed sources
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
     from dsbs.data import tfds_builders  # pylint: disable=g-import-not-at-top  # registers
@@ -185,8 +186,8 @@ class RecordSource(seqio.DataSource):
       if split == "train" and self._fraction < 100.0:
         examples = fractions.nested_subset(examples, self._fraction)
       cols, skipped = select(examples, self._variant, split)
-      if skipped:
-        logging.warning(
+      if skipped:  # a count, not a fault: a noisy teacher leaves some records unusable
+        logging.info(
             "dsbs.tasks %s/%s (%g%%) %s: kept %d of %d records; skipped %s", self._name,
             self._variant, self._fraction, split, len(cols["id"]), len(examples),
             ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())))

@@ -5,6 +5,8 @@ Each line is either a canonical record (`dsbs.data.record.Example` fields) or a 
   {"input": "...", "label": "...", "rationale": "...", "teacher_label": "...", "id": "..."}
 
 with only `input` required (plus `label` wherever gold-label tasks or evaluation need it).
+A dataset given train but no validation file gets a validation split carved from train, by the
+rule of the released cqa and svamp (`dsbs.data.released.VALIDATION_RULE`).
 `id` defaults to the line number. Without `parse_status`, it is derived: OK when the row has a
 rationale and a teacher label; a rationale without `teacher_label` is taken as explaining the gold
 label (human-written rationales), so `teacher_label = label`; otherwise NO_TEACHER. Malformed
@@ -24,8 +26,9 @@ import json
 import os
 from typing import Any, Sequence
 
-from dsbs.data import io
+from dsbs import fileio
 from dsbs.data import record
+from dsbs.data import released
 from dsbs.seqio_ext import arith
 from dsbs.seqio_ext import postprocessors
 from dsbs.tasks import registry
@@ -34,6 +37,7 @@ ENV_VAR = "DSBS_USER_DATASETS"
 _PLAIN_FIELDS = ("id", "input", "label", "rationale", "teacher_label")
 _CANONICAL_FIELDS = _PLAIN_FIELDS + ("parse_status", "meta")
 _CONFIG_KEYS = ("name", "train", "validation", "test", "kind", "label_space", "replace")
+CARVED_VALIDATION = f"no validation file: validation is {released.VALIDATION_RULE}"
 
 
 def _to_example(row: Any, path: str, line: int) -> record.Example:
@@ -86,15 +90,28 @@ def read_user_jsonl(path: str, *, kind: str = "free",
 
 
 class _JsonlLoader:
-  """split -> examples of the file given for that split (picklable, reads lazily)."""
+  """split -> examples of the file given for that split (picklable, reads lazily).
 
-  def __init__(self, paths: dict[str, str], kind: str, label_space: Sequence[str] | None):
-    self.paths, self.kind, self.label_space = paths, kind, label_space
+  With `carve`, there is no validation file: validation is the 10% of train whose
+  sha256("dsbs-validation-v1:" + id) sorts last, as for the released cqa and svamp, and train
+  excludes those rows.
+  """
+
+  def __init__(self, paths: dict[str, str], kind: str, label_space: Sequence[str] | None,
+               carve: bool = False):
+    self.paths, self.kind, self.label_space, self.carve = paths, kind, label_space, carve
+
+  def _read(self, split: str) -> list[record.Example]:
+    return read_user_jsonl(self.paths[split], kind=self.kind, label_space=self.label_space)
 
   def __call__(self, split: str) -> list[record.Example]:
+    if self.carve and split in ("train", "validation"):
+      examples = self._read("train")
+      held = released.validation_ids([ex.id for ex in examples])
+      return [ex for ex in examples if (ex.id in held) == (split == "validation")]
     if split not in self.paths:
       raise ValueError(f"no file for split {split!r}; given: {sorted(self.paths)}")
-    return read_user_jsonl(self.paths[split], kind=self.kind, label_space=self.label_space)
+    return self._read(split)
 
 
 def register_dataset(name: str, train: str | None = None, validation: str | None = None,
@@ -105,15 +122,16 @@ def register_dataset(name: str, train: str | None = None, validation: str | None
 
   Args:
     name: dataset name ([a-z][a-z0-9_]*), the prefix of every task name.
-    train, validation, test: JSONL paths (local or gs://); at least one.
+    train, validation, test: JSONL paths (local or gs://); at least one. Without a validation
+      file, validation is carved from train (see `_JsonlLoader`).
     kind: "classification", "multiple_choice", "arithmetic", "numeric" or "free".
     label_space: closed label set (classification); labels outside it are errors.
     replace: re-register an existing name.
     check_files: fail now if a given file does not exist (files are read lazily).
     **grid: `vocabs`, `fractions`, `rates` overriding the registered grid (see registry).
   """
-  if kind not in postprocessors.KINDS:
-    raise ValueError(f"dataset {name!r}: kind {kind!r} not in {postprocessors.KINDS}")
+  if kind not in postprocessors.LABEL_KINDS:
+    raise ValueError(f"dataset {name!r}: kind {kind!r} not in {postprocessors.LABEL_KINDS}")
   paths = {s: p for s, p in (("train", train), ("validation", validation), ("test", test))
            if p is not None}
   if not paths:
@@ -121,11 +139,15 @@ def register_dataset(name: str, train: str | None = None, validation: str | None
   for split, p in paths.items():
     if not isinstance(p, str) or not p:
       raise ValueError(f"dataset {name!r}: {split} must be a path string, got {p!r}")
-    if check_files and not io.exists(p):
+    if check_files and not fileio.exists(p):
       raise FileNotFoundError(f"dataset {name!r}: {split} file {p} does not exist")
   space = tuple(label_space) if label_space else None
-  defn = registry.DatasetDef(name=name, loader=_JsonlLoader(paths, kind, space),
-                             splits=tuple(paths), kind=kind, label_space=space)
+  carve = "train" in paths and "validation" not in paths
+  splits = tuple(s for s in ("train", "validation", "test") if s in paths or
+                 (carve and s == "validation"))
+  defn = registry.DatasetDef(name=name, loader=_JsonlLoader(paths, kind, space, carve),
+                             splits=splits, kind=kind, label_space=space,
+                             validation_origin=CARVED_VALIDATION if carve else None)
   return registry.add_dataset(defn, replace=replace, **grid)
 
 
@@ -170,7 +192,7 @@ def _config_entries(path: str, text: str) -> list[tuple[int, Any]]:
 
 def register_from_config(path: str) -> list[str]:
   """Registers every dataset listed in a JSON config file (see the module docstring)."""
-  with io.open_text(path) as f:
+  with fileio.open_text(path) as f:
     text = f.read()
   base = os.path.dirname(path)
   names = []
@@ -185,9 +207,9 @@ def register_from_config(path: str) -> list[str]:
     if not registry.NAME_PATTERN.match(entry["name"]):
       raise record.RecordError(path, line, "name",
                                f"{entry['name']!r} must match {registry.NAME_PATTERN.pattern}")
-    if entry.get("kind", "classification") not in postprocessors.KINDS:
+    if entry.get("kind", "classification") not in postprocessors.LABEL_KINDS:
       raise record.RecordError(path, line, "kind",
-                               f"{entry.get('kind')!r} not in {postprocessors.KINDS}")
+                               f"{entry.get('kind')!r} not in {postprocessors.LABEL_KINDS}")
     space = entry.get("label_space")
     if space is not None and not (isinstance(space, list) and space
                                   and all(isinstance(l, str) for l in space)):
@@ -199,9 +221,9 @@ def register_from_config(path: str) -> list[str]:
         continue
       if not isinstance(p, str) or not p:
         raise record.RecordError(path, line, split, "expected a path string")
-      if not io.is_remote(p) and not os.path.isabs(p):
-        p = (base.rstrip("/") + "/" + p) if io.is_remote(path) else os.path.join(base, p)
-      if not io.exists(p):
+      if not fileio.is_remote(p) and not os.path.isabs(p):
+        p = (base.rstrip("/") + "/" + p) if fileio.is_remote(path) else os.path.join(base, p)
+      if not fileio.exists(p):
         raise record.RecordError(path, line, split, f"file {p} does not exist")
       kwargs[split] = p
     if not any(kwargs.get(s) for s in ("train", "validation", "test")):

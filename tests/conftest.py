@@ -27,19 +27,22 @@ def data_dir() -> str:
   return d
 
 
+# Tests marked `slow` (minutes each: a fresh venv, whole commands) run with --run-slow or
+# DSBS_RUN_SLOW=1; the default run keeps their fast cases.
 def pytest_addoption(parser):
-  parser.addoption("--runslow", action="store_true",
-                   help="also run the tests marked slow (skipped by default to keep CI short)")
+  parser.addoption("--run-slow", action="store_true", default=False,
+                   help="also run the tests marked slow")
 
 
 def pytest_configure(config):
-  config.addinivalue_line("markers", "slow: a long test, run with --runslow or -m slow")
+  config.addinivalue_line("markers", "slow: minutes of work; runs with --run-slow or "
+                          "DSBS_RUN_SLOW=1")
 
 
 def pytest_collection_modifyitems(config, items):
-  if config.getoption("--runslow") or "slow" in (config.getoption("-m") or ""):
+  if config.getoption("--run-slow") or os.environ.get("DSBS_RUN_SLOW") == "1":
     return
-  skip = pytest.mark.skip(reason="slow: run with --runslow (or -m slow)")
+  skip = pytest.mark.skip(reason="slow: run with --run-slow (or DSBS_RUN_SLOW=1)")
   for item in items:
     if "slow" in item.keywords:
       item.add_marker(skip)

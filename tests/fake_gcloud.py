@@ -4,8 +4,9 @@ It lives in ROOT/bin/gcloud and keeps everything under ROOT (its parent's parent
   calls.jsonl     one JSON argv per call, in order
   state.json      the resources and the script of what happens next (see tests/test_launch_tpu.py)
   gcs/            gs://BUCKET/PATH is gcs/BUCKET/PATH (`storage cp`, `cat`, `ls`)
-  workers/wN/     HOME of worker N: `ssh --worker=all --command=C` runs `bash -c C` once per
-                  worker, in parallel, with wbin/ (fake python3, git, curl, sudo) first on PATH
+  workers/NAME/wN/  HOME of worker N of TPU NAME: `ssh NAME --worker=all --command=C` runs
+                  `bash -c C` once per worker, in parallel, with wbin/ (fake python3, git, curl,
+                  sudo) first on PATH; deleting NAME empties its disks
 Nothing here reaches the network.
 """
 import contextlib
@@ -98,7 +99,7 @@ def resource(kind, verb, args):
         print(NOT_FOUND.format(kind=kind, verb=verb, name=name), file=sys.stderr)
         return 1
       del table[name]
-      shutil.rmtree(ROOT / "workers", ignore_errors=True)  # a new VM starts with empty disks
+      shutil.rmtree(ROOT / "workers" / name, ignore_errors=True)  # a new VM has empty disks
       if kind == "queued-resources":
         nodes = st.setdefault("tpu-vm", {})
         for n in [n for n, r in nodes.items() if r.get("qr") == name]:
@@ -133,7 +134,7 @@ def ssh(args):
     return 255
   procs = []
   for w in range(workers):
-    home = ROOT / "workers" / f"w{w}"
+    home = ROOT / "workers" / name / f"w{w}"
     home.mkdir(parents=True, exist_ok=True)
     env = {"PATH": f"{ROOT / 'wbin'}:{ROOT / 'bin'}:/usr/bin:/bin", "HOME": str(home),
            "FAKE_WORKER": str(w), "FAKE_ROOT": str(ROOT), "LANG": "C.UTF-8"}

@@ -12,6 +12,10 @@ The worker then runs `dsbs.train.main(TRAIN_ARGV)` (multi-host flags included) a
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # a worker: the programs' console (logging set up) before TensorFlow
+  from dsbs import console
+  console.start()
+
 import contextlib
 import json
 import os
@@ -22,7 +26,7 @@ import sys
 import time
 from typing import Any, Iterator, Sequence
 
-import test_train_support as support
+import train_fixtures as support
 
 
 def free_port() -> int:

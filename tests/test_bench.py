@@ -1,17 +1,18 @@
-"""dsbs.bench: the tiny config runs end to end and prints the JSON keys; FLOP counts are right;
-the hand-written gated-GELU backward equals autodiff."""
+"""dsbs.bench: the test_tiny config runs end to end and prints the JSON keys; FLOP counts are
+right; the report; the peers' choice of hardware and interpreter."""
 import json
+import os
 import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
-from flax import linen as nn
 
-from dsbs import bench
-from dsbs.model import get_config, t5
+from dsbs.bench import __main__ as cli
+from dsbs.bench import report, roofline
+from dsbs.bench.peers import PeerUnavailable
+from dsbs.bench.peers import t5x as t5x_peer
+from dsbs.model import get_config
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -31,7 +32,7 @@ runpy.run_module("dsbs.bench", run_name="__main__")
 
 
 def test_tiny_config_prints_json_with_the_keys():
-  proc = subprocess.run([sys.executable, "-c", WITHOUT_SEQIO, "--config=tiny", "--json"],
+  proc = subprocess.run([sys.executable, "-c", WITHOUT_SEQIO, "--config=test_tiny", "--json"],
                         capture_output=True, text=True, timeout=280, check=False)
   assert proc.returncode == 0, proc.stderr[-2000:]
   result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -47,21 +48,21 @@ def test_tiny_config_prints_json_with_the_keys():
 
 
 def test_markdown_lists_peers_and_unavailable_ones():
-  r = {"config": "tiny", "date": "d", "device_kind": "cpu", "devices": 1, "cpu": "x",
+  r = {"config": "test_tiny", "date": "d", "device_kind": "cpu", "devices": 1, "cpu": "x",
        "cpu_count": 2, "jax": "0", "peak_flops": 1e11, "peak_source": "measured",
        "train_step_s": 1.0, "train_tokens_per_s": 10.0, "mfu": 0.5, "decode_tokens_per_s": 4.0,
        "beam_decode_tokens_per_s": 2.0, "train_speedup_vs_torch": 2.0,
        "torch": {"available": True, "train_step_s": 2.0, "train_tokens_per_s": 5.0, "mfu": 0.25,
                  "decode_tokens_per_s": 1.0, "beam_decode_tokens_per_s": 1.0},
        "t5x": {"available": False, "reason": "no t5x"}}
-  md = bench.markdown(r)
+  md = report.markdown(r)
   assert "| dsbs | 1.000 | n/a | 10 | 50.0% | 4 | 2 |" in md
   assert "| torch | 2.000 | n/a | 5 | 25.0% | 1 | 1 |" in md
   assert "train speedup vs torch: 2.00x" in md and "t5x: unavailable (no t5x)" in md
   r.update(decode_floor_tokens_per_s=8.0, beam_decode_floor_tokens_per_s=4.0,
            decode_floor_fraction=0.5, beam_decode_floor_fraction=0.5, memory_bytes_per_s=5e10,
            memory_source="measured")
-  md = bench.markdown(r)
+  md = report.markdown(r)
   assert "| dsbs | 1.000 | n/a | 10 | 50.0% | 4 (50%) | 2 (50%) |" in md
   assert "50.0 GB/s, measured): greedy 8, beam 4 new tokens/s" in md
 
@@ -73,8 +74,8 @@ def test_forward_flops_match_a_hand_count():
   dec = 64 * (4 * 2 * 512 * 384 + 2 * 2 * 64 * 384 + 2 * 2 * 512 * 384 + 2 * 2 * 128 * 384
               + 3 * 2 * 512 * 1024) + 128 * 2 * 2 * 512 * 384
   want = 16 * (8 * enc + 8 * dec + 64 * 2 * 512 * 384)
-  assert bench.forward_flops(m, 16, 128, 64) == want
-  assert bench.train_flops(m, 16, 128, 64) == 3 * want
+  assert roofline.forward_flops(m, 16, 128, 64) == want
+  assert roofline.train_flops(m, 16, 128, 64) == 3 * want
 
 
 def test_decode_floor_matches_a_hand_count():
@@ -87,44 +88,29 @@ def test_decode_floor_matches_a_hand_count():
   weights = 4 * (8 * (6 * 512 * 384 + 3 * 512 * 1024) + 512 * 384)
   cross = 4 * 8 * 2 * 16 * 128 * 384
   steps = sum(weights + cross + 4 * 8 * 2 * 16 * pos * 384 for pos in range(1, 65))
-  assert bench.decode_floor_s(m, 16, 128, 64, 1, 1e30, 1e10) == pytest.approx(
+  assert roofline.decode_floor_s(m, 16, 128, 64, 1, 1e30, 1e10) == pytest.approx(
       (enc + steps) / 1e10, rel=1e-12)
   # compute-bound (infinite bandwidth): the forward FLOPs of one new token at a time
   flops = (16 * 128 * (8 * (2 * (4 * 512 * 384 + 3 * 512 * 1024) + 4 * 128 * 384)
                        + 8 * 2 * 2 * 512 * 384)
            + sum(16 * (8 * (2 * (6 * 512 * 384 + 3 * 512 * 1024) + 4 * (128 + pos) * 384)
                        + 2 * 512 * 384) for pos in range(1, 65)))
-  assert bench.decode_floor_s(m, 16, 128, 64, 1, 1e9, 1e30) == pytest.approx(flops / 1e9,
+  assert roofline.decode_floor_s(m, 16, 128, 64, 1, 1e9, 1e30) == pytest.approx(flops / 1e9,
                                                                            rel=1e-12)
   # beams multiply the sequences, not the shared cross-attention keys/values
-  beam = bench.decode_floor_s(m, 16, 128, 64, 4, 1e30, 1e10)
+  beam = roofline.decode_floor_s(m, 16, 128, 64, 4, 1e30, 1e10)
   extra = sum(3 * 4 * 8 * 2 * 16 * pos * 384 for pos in range(1, 65))
   assert beam == pytest.approx((enc + steps + extra) / 1e10, rel=1e-12)
 
 
 def test_unknown_peer_is_an_error():
   with pytest.raises(SystemExit):
-    bench.parse_args(["--peers=tensorflow"])
-
-
-def test_gated_gelu_backward_equals_autodiff():
-  rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.standard_normal((2, 5, 16)), jnp.float32)
-  w0, w1 = (jnp.asarray(rng.standard_normal((16, 24)) * 0.3, jnp.float32) for _ in range(2))
-  wo = jnp.asarray(rng.standard_normal((24, 16)) * 0.3, jnp.float32)
-
-  def ref(x, w0, w1, wo):
-    return (nn.gelu(x @ w0, approximate=True) * (x @ w1)) @ wo
-
-  def grads(fn):
-    return jax.grad(lambda *a: jnp.sum(jnp.sin(fn(*a))), argnums=(0, 1, 2, 3))(x, w0, w1, wo)
-
-  np.testing.assert_allclose(t5.gated_gelu_mlp(x, w0, w1, wo), ref(x, w0, w1, wo), atol=1e-6)
-  for got, want in zip(grads(t5.gated_gelu_mlp), grads(ref)):
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    cli.parse_args(["--peers=tensorflow"])
 
 
 def test_torch_peer_runs_on_the_hardware_jax_uses(monkeypatch):
+  torch_peer = pytest.importorskip("dsbs.bench.peers.torch")
+
   class FakeTorch:
     __version__ = "0"
 
@@ -135,12 +121,32 @@ def test_torch_peer_runs_on_the_hardware_jax_uses(monkeypatch):
       def is_available(cls):
         return cls.available
 
-  assert bench.torch_device(FakeTorch) == "cpu"  # this suite runs JAX on CPU
+  assert torch_peer.torch_device(FakeTorch) == "cpu"  # this suite runs JAX on CPU
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-  with pytest.raises(bench.PeerUnavailable, match="cannot run on this gpu"):
-    bench.torch_device(FakeTorch)  # a CPU-only torch is no side-by-side peer for a GPU
+  with pytest.raises(PeerUnavailable, match="cannot run on this gpu"):
+    torch_peer.torch_device(FakeTorch)  # a CPU-only torch is no side-by-side peer for a GPU
   FakeTorch.cuda.available = True
-  assert bench.torch_device(FakeTorch) == "cuda"
+  assert torch_peer.torch_device(FakeTorch) == "cuda"
   monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
-  with pytest.raises(bench.PeerUnavailable):
-    bench.torch_device(FakeTorch)
+  with pytest.raises(PeerUnavailable):
+    torch_peer.torch_device(FakeTorch)
+
+
+def test_t5x_interpreter_comes_from_the_flag_or_the_environment(monkeypatch, tmp_path):
+  """No machine-specific default: the flag, else $DSBS_T5X_PYTHON, else this interpreter only
+  if it imports t5x; a named interpreter that cannot import t5x is reported, not used."""
+  monkeypatch.delenv(t5x_peer.T5X_PYTHON_ENV, raising=False)
+  has_t5x = t5x_peer.importlib.util.find_spec("t5x") is not None
+  python, how = t5x_peer.t5x_python()
+  assert (python == sys.executable) if has_t5x else (python is None and "--t5x_python" in how)
+  missing = str(tmp_path / "no_python")
+  assert t5x_peer.t5x_python(missing) == (None, f"--t5x_python: no such interpreter {missing}")
+  monkeypatch.setenv(t5x_peer.T5X_PYTHON_ENV, missing)
+  assert t5x_peer.t5x_python()[1] == f"${t5x_peer.T5X_PYTHON_ENV}: no such interpreter {missing}"
+  fake = tmp_path / "python"  # an interpreter without t5x
+  fake.write_text("#!/bin/sh\nexit 1\n")
+  os.chmod(fake, 0o755)
+  python, how = t5x_peer.t5x_python(str(fake))
+  assert python is None and "cannot import t5x" in how
+  result = t5x_peer.run(None, None, str(fake))
+  assert result == {"available": False, "reason": how}

@@ -10,8 +10,10 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from safetensors.numpy import load_file, save_file  # pylint: disable=g-import-not-at-top
+
 from dsbs import testing  # pylint: disable=g-import-not-at-top
-from dsbs.model import hf, param_tree
+from dsbs.model import hf_format, param_tree
 
 
 def _hf_logits(model_dir, batch):
@@ -33,7 +35,6 @@ def hf_dir(request, tmp_path_factory):
 
 
 def test_untied_reference_really_untied(tmp_path):
-  from safetensors.numpy import load_file
   d = testing.make_hf_t5(str(tmp_path), "t5_1_1")
   tensors = load_file(os.path.join(d, "model.safetensors"))
   assert "lm_head.weight" in tensors
@@ -41,7 +42,7 @@ def test_untied_reference_really_untied(tmp_path):
 
 
 def test_config_from_hf(hf_dir):
-  config, _ = hf.load_hf_checkpoint(hf_dir)
+  config, _ = hf_format.load_hf_checkpoint(hf_dir)
   with open(os.path.join(hf_dir, "config.json")) as f:
     raw = json.load(f)
   if raw["feed_forward_proj"] == "gated-gelu":
@@ -55,7 +56,7 @@ def test_config_from_hf(hf_dir):
 
 
 def test_logits_match_transformers(hf_dir):
-  config, params = hf.load_hf_checkpoint(hf_dir)
+  config, params = hf_format.load_hf_checkpoint(hf_dir)
   # long enough inputs that relative distances reach the logarithmic buckets and the clip
   batch = testing.random_batch(config, batch=3, input_len=30, target_len=25, seed=1)
   ours = _our_logits(config, params, batch)
@@ -68,8 +69,8 @@ def test_logits_match_transformers(hf_dir):
 def test_scanned_layout_loads_to_same_logits(hf_dir):
   if "gelu" not in open(os.path.join(hf_dir, "config.json")).read():
     pytest.skip("layout conversion is variant-independent: checked on the T5 1.1 variant")
-  config, params = hf.load_hf_checkpoint(hf_dir)
-  scfg, sparams = hf.load_hf_checkpoint(hf_dir, scan_layers=True)
+  config, params = hf_format.load_hf_checkpoint(hf_dir)
+  scfg, sparams = hf_format.load_hf_checkpoint(hf_dir, scan_layers=True)
   assert "layers" in sparams["encoder"] and "layers_0" not in sparams["encoder"]
   batch = testing.random_batch(config, seed=2)
   np.testing.assert_allclose(_our_logits(scfg, sparams, batch), _our_logits(config, params, batch),
@@ -77,16 +78,16 @@ def test_scanned_layout_loads_to_same_logits(hf_dir):
 
 
 def test_export_reloads_in_transformers(hf_dir, tmp_path):
-  config, params = hf.load_hf_checkpoint(hf_dir)
+  config, params = hf_format.load_hf_checkpoint(hf_dir)
   # perturb so the export is not a byte copy of what was loaded
   params = jax.tree.map(lambda x: x + 0.01 * np.sin(np.arange(x.size).reshape(x.shape)), params)
   out = str(tmp_path / "export")
-  hf.export_hf(params, config, out)
+  hf_format.export_hf(params, config, out)
   batch = testing.random_batch(config, seed=4)
   valid = batch["decoder_target_tokens"] > 0
   ref = _hf_logits(out, batch)
   assert np.abs(_our_logits(config, params, batch) - ref)[valid].max() < 1e-4
-  config2, params2 = hf.load_hf_checkpoint(out)
+  config2, params2 = hf_format.load_hf_checkpoint(out)
   assert config2 == config
   flat, flat2 = param_tree.flatten(params), param_tree.flatten(params2)
   assert set(flat) == set(flat2)
@@ -98,7 +99,7 @@ def test_export_writes_tokenizer(tmp_path):
   config = testing.tiny_config()
   spm = tmp_path / "fake.model"
   spm.write_bytes(b"\x00spm-bytes")
-  hf.export_hf(testing.tiny_params(config), config, str(tmp_path / "out"), spm_path=str(spm),
+  hf_format.export_hf(testing.tiny_params(config), config, str(tmp_path / "out"), spm_path=str(spm),
                extra_ids=5)
   assert (tmp_path / "out" / "spiece.model").read_bytes() == b"\x00spm-bytes"
   tok = json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())
@@ -106,7 +107,6 @@ def test_export_writes_tokenizer(tmp_path):
 
 
 def test_bad_checkpoints_raise(tmp_path, hf_dir):
-  from safetensors.numpy import load_file, save_file
   tensors = load_file(os.path.join(hf_dir, "model.safetensors"))
   bad = tmp_path / "bad"
   bad.mkdir()
@@ -114,17 +114,17 @@ def test_bad_checkpoints_raise(tmp_path, hf_dir):
   del tensors["encoder.block.1.layer.1.DenseReluDense.wo.weight"]
   save_file(tensors, str(bad / "model.safetensors"))
   with pytest.raises(ValueError, match="encoder.block.1.layer.1.DenseReluDense.wo.weight"):
-    hf.load_hf_checkpoint(str(bad))
+    hf_format.load_hf_checkpoint(str(bad))
   with pytest.raises(ValueError, match="feed_forward_proj"):
-    hf.config_from_hf({"model_type": "t5", "feed_forward_proj": "gated-foo", "vocab_size": 8,
+    hf_format.config_from_hf({"model_type": "t5", "feed_forward_proj": "gated-foo", "vocab_size": 8,
                        "d_model": 8, "num_heads": 1, "d_kv": 8, "d_ff": 8, "num_layers": 1})
   with pytest.raises(FileNotFoundError):
-    hf.load_hf_checkpoint(str(tmp_path / "nowhere"))
+    hf_format.load_hf_checkpoint(str(tmp_path / "nowhere"))
 
 
 def test_sharded_and_torch_bin_checkpoints_load(hf_dir, tmp_path):
   """`*.index.json` sharded safetensors and pytorch_model.bin give the same tree."""
-  _, want = hf.load_hf_checkpoint(hf_dir)
+  _, want = hf_format.load_hf_checkpoint(hf_dir)
   model = transformers.T5ForConditionalGeneration.from_pretrained(hf_dir)
   sharded = tmp_path / "sharded"
   model.save_pretrained(str(sharded), max_shard_size="20KB")
@@ -135,7 +135,7 @@ def test_sharded_and_torch_bin_checkpoints_load(hf_dir, tmp_path):
   torch.save({k: v.clone() for k, v in model.state_dict().items()},
              str(binary / "pytorch_model.bin"))
   for d in (sharded, binary):
-    _, got = hf.load_hf_checkpoint(str(d))
+    _, got = hf_format.load_hf_checkpoint(str(d))
     flat_w, flat_g = param_tree.flatten(want), param_tree.flatten(got)
     assert set(flat_w) == set(flat_g)
     for k in flat_w:
@@ -145,8 +145,8 @@ def test_sharded_and_torch_bin_checkpoints_load(hf_dir, tmp_path):
 def test_bfloat16_checkpoint_loads_as_float32(hf_dir, tmp_path):
   model = transformers.T5ForConditionalGeneration.from_pretrained(hf_dir).to(torch.bfloat16)
   model.save_pretrained(str(tmp_path / "bf16"))
-  _, got = hf.load_hf_checkpoint(str(tmp_path / "bf16"))
-  _, ref = hf.load_hf_checkpoint(hf_dir)
+  _, got = hf_format.load_hf_checkpoint(str(tmp_path / "bf16"))
+  _, ref = hf_format.load_hf_checkpoint(hf_dir)
   g = param_tree.flatten(got)["encoder/layers_0/attention/query/kernel"]
   r = param_tree.flatten(ref)["encoder/layers_0/attention/query/kernel"]
   assert g.dtype == np.float32

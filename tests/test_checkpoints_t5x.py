@@ -4,17 +4,18 @@ import os
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
+import tensorstore as ts
 from flax import serialization
 
 from dsbs import testing
-from dsbs.model import Transformer, param_tree, t5x
+from dsbs.model import Transformer, checkpoint_formats, param_tree, t5x_format
 
 
 def _hand_written_t5x(ckpt_dir, params, inline=("decoder/decoder_norm/scale",)):
-  """A checkpoint in T5X's layout, written here independently of dsbs.model.t5x: the old
+  """A checkpoint in T5X's layout, written here independently of dsbs.model.t5x_format: the old
   'optimizer' wrapper, tensorstore zarr arrays for most leaves, some leaves inline."""
-  import tensorstore as ts
   os.makedirs(ckpt_dir)
   target = {}
   for name, value in param_tree.flatten(params).items():
@@ -51,7 +52,7 @@ def test_reads_hand_written_t5x_layout(tmp_path):
   params = testing.tiny_params(config, seed=3)
   _hand_written_t5x(str(tmp_path / "run" / "checkpoint_7"), params)
   os.makedirs(tmp_path / "run" / "checkpoint_3")  # older step: the newest must be chosen
-  loaded = t5x.load_t5x_checkpoint(str(tmp_path / "run"), config)
+  loaded = t5x_format.load_t5x_checkpoint(str(tmp_path / "run"), config)
   _assert_same(loaded, params)
   batch = testing.random_batch(config)
   model = Transformer(config)
@@ -62,7 +63,7 @@ def test_reads_hand_written_t5x_layout(tmp_path):
 def test_write_then_read_roundtrip_and_layouts(tmp_path):
   config = testing.tiny_config()
   params = testing.tiny_params(config, seed=4)
-  ckpt = t5x.write_t5x_checkpoint(params, str(tmp_path), step=12)
+  ckpt = t5x_format.write_t5x_checkpoint(params, str(tmp_path), step=12)
   assert ckpt.endswith("checkpoint_12")
   assert os.path.isdir(os.path.join(ckpt, "target.encoder.layers_0.attention.query.kernel"))
   with open(os.path.join(ckpt, "checkpoint"), "rb") as f:
@@ -72,64 +73,63 @@ def test_write_then_read_roundtrip_and_layouts(tmp_path):
   assert contents["version"] == 3 and int(state["state"]["step"]) == 12
   spec = state["target"]["encoder"]["layers_0"]["attention"]["query"]["kernel"]
   assert spec["kvstore"] == {"driver": "file", "path": "target.encoder.layers_0.attention.query.kernel"}
-  _assert_same(t5x.load_t5x_checkpoint(ckpt, config), params)
+  _assert_same(t5x_format.load_t5x_checkpoint(ckpt, config), params)
   # the same checkpoint read into a scanned-layer model
-  scanned = t5x.load_t5x_checkpoint(ckpt, config.replace(scan_layers=True))
+  scanned = t5x_format.load_t5x_checkpoint(ckpt, config.replace(scan_layers=True))
   assert scanned["encoder"]["layers"]["attention"]["query"]["kernel"].shape[0] == 2
   _assert_same(param_tree.unflatten(param_tree.unscan_layers(param_tree.flatten(scanned))), params)
 
 
 def test_orbax_pytree_checkpoint(tmp_path):
-  import orbax.checkpoint as ocp
   config = testing.tiny_config()
   params = testing.tiny_params(config, seed=5)
   ckptr = ocp.PyTreeCheckpointer()
   tree = {"target": jax.tree.map(np.asarray, params), "state": {"step": np.int32(5)}}
   path = str(tmp_path / "orbax" / "checkpoint_5")
   ckptr.save(path, tree)
-  _assert_same(t5x.load_t5x_checkpoint(path, config), params)
+  _assert_same(t5x_format.load_t5x_checkpoint(path, config), params)
   # T5X through Orbax: checkpoint_N/state/<pytree>; the run dir resolves to its newest step
   ckptr.save(str(tmp_path / "run" / "checkpoint_9" / "state"), tree)
-  _assert_same(t5x.load_t5x_checkpoint(str(tmp_path / "run"), config), params)
+  _assert_same(t5x_format.load_t5x_checkpoint(str(tmp_path / "run"), config), params)
 
 
 def test_mismatched_config_and_missing_dirs_raise(tmp_path):
   config = testing.tiny_config()
-  ckpt = t5x.write_t5x_checkpoint(testing.tiny_params(config), str(tmp_path), step=1)
+  ckpt = t5x_format.write_t5x_checkpoint(testing.tiny_params(config), str(tmp_path), step=1)
   with pytest.raises(ValueError, match="shape mismatches"):
-    t5x.load_t5x_checkpoint(ckpt, config.replace(mlp_dim=64))
+    t5x_format.load_t5x_checkpoint(ckpt, config.replace(mlp_dim=64))
   with pytest.raises(ValueError, match="missing"):
-    t5x.load_t5x_checkpoint(ckpt, config.replace(num_encoder_layers=3))
+    t5x_format.load_t5x_checkpoint(ckpt, config.replace(num_encoder_layers=3))
   with pytest.raises(FileNotFoundError):
-    t5x.load_t5x_checkpoint(str(tmp_path / "absent"), config)
+    t5x_format.load_t5x_checkpoint(str(tmp_path / "absent"), config)
   empty = tmp_path / "empty"
   empty.mkdir()
   with pytest.raises(FileNotFoundError, match="checkpoint_N"):
-    t5x.load_t5x_checkpoint(str(empty), config)
+    t5x_format.load_t5x_checkpoint(str(empty), config)
 
 
 def test_gcs_spec_is_rebased_to_the_bucket_read():
   spec = {"driver": "zarr", "kvstore": {"driver": "gcs", "bucket": "t5x-dummy-bucket"},
           "path": "target.encoder.encoder_norm.scale", "metadata": {}}
-  full = t5x._absolute_spec(spec, "gs://my-bucket/runs/x/checkpoint_100")  # pylint: disable=protected-access
+  full = t5x_format._absolute_spec(  # pylint: disable=protected-access
+      spec, "gs://my-bucket/runs/x/checkpoint_100")
   assert full["kvstore"] == {"driver": "gcs", "bucket": "my-bucket",
                              "path": "runs/x/checkpoint_100/target.encoder.encoder_norm.scale"}
   assert "path" not in full
 
 
 def test_load_checkpoint_dispatch(tmp_path):
-  from dsbs.model import checkpoints
   config = testing.tiny_config()
   params = testing.tiny_params(config, seed=6)
-  out = checkpoints.export(params, config, str(tmp_path / "t5x"), fmt="t5x", step=2)
-  assert checkpoints.detect_format(out) == "t5x"
+  out = checkpoint_formats.export(params, config, str(tmp_path / "t5x"), fmt="t5x", step=2)
+  assert checkpoint_formats.detect_format(out) == "t5x"
   with pytest.raises(ValueError, match="pass config="):
-    checkpoints.load_checkpoint(out)
-  cfg, loaded = checkpoints.load_checkpoint(str(tmp_path / "t5x"), config)
+    checkpoint_formats.load_hf_or_t5x(out)
+  cfg, loaded = checkpoint_formats.load_hf_or_t5x(str(tmp_path / "t5x"), config)
   assert cfg == config
   _assert_same(loaded, params)
-  hf_dir = checkpoints.export(params, config, str(tmp_path / "hf"), fmt="hf")
-  assert checkpoints.detect_format(hf_dir) == "hf"
-  cfg, loaded = checkpoints.load_checkpoint(hf_dir)
+  hf_dir = checkpoint_formats.export(params, config, str(tmp_path / "hf"), fmt="hf")
+  assert checkpoint_formats.detect_format(hf_dir) == "hf"
+  cfg, loaded = checkpoint_formats.load_hf_or_t5x(hf_dir)
   assert cfg == config
   _assert_same(loaded, params)

@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from dsbs import experiment
 from dsbs.data import load_examples, parse_output
 from dsbs.data import stats, synthetic
 from dsbs.data.record import NO_TEACHER, OK, PARSE_STATUSES

@@ -10,9 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
+from safetensors.numpy import load_file, save_file
 
 from dsbs import decoding, testing
-from dsbs.model import Transformer, param_tree, t5
+from dsbs.decoding import caches, encoder_decoder
+from dsbs.model import Transformer, hf_format, init_params, param_tree
 
 MAX_LEN = 10
 
@@ -177,13 +179,14 @@ def test_compute_params_keep_results_bit_for_bit(tied, monkeypatch):
   to the bit; the float32 logits weights stay float32; float32 configs are left alone."""
   config = testing.tiny_config(vocab_size=40, dtype="bfloat16", logits_via_embedding=tied)
   params = testing.tiny_params(config, seed=3)
-  cast = t5.compute_params(params, config)
+  compute_params = encoder_decoder.compute_params
+  cast = compute_params(params, config)
   head = ("token_embedder", "embedding") if tied else ("decoder", "logits_dense", "kernel")
   flat = param_tree.flatten(cast)
   assert flat.pop("/".join(head)).dtype == jnp.float32
   assert {str(v.dtype) for v in flat.values()} == {"bfloat16"}
-  boxed = jax.eval_shape(lambda: t5.compute_params(  # logically partitioned, as initialised
-      t5.init_params(config, jax.random.PRNGKey(0)), config))
+  boxed = jax.eval_shape(lambda: compute_params(  # logically partitioned, as initialised
+      init_params(config, jax.random.PRNGKey(0)), config))
   assert {k: v.dtype for k, v in param_tree.flatten(nn.unbox(boxed)).items()} == {
       k: v.dtype for k, v in param_tree.flatten(cast).items()}
   batch = testing.random_batch(config, batch=3, input_len=9, target_len=6, seed=4)
@@ -192,14 +195,14 @@ def test_compute_params_keep_results_bit_for_bit(tied, monkeypatch):
                                 np.asarray(forward(params, batch)))
   f32 = testing.tiny_config(logits_via_embedding=tied)
   f32_params = testing.tiny_params(f32)
-  assert all(a is b for a, b in zip(jax.tree.leaves(t5.compute_params(f32_params, f32)),
+  assert all(a is b for a, b in zip(jax.tree.leaves(compute_params(f32_params, f32)),
                                     jax.tree.leaves(f32_params)))
 
   model, enc = Transformer(config), jnp.asarray(batch["encoder_input_tokens"])
   decoders = ((decoding.greedy_decode, {}), (decoding.beam_search, {"num_beams": 3}))
   results = [_jit_decode(fn, model, **kw)(params, enc) for fn, kw in decoders]
   with monkeypatch.context() as m:  # the decoders without the cast: casts at every step
-    m.setattr(decoding, "compute_params", lambda p, c: p)
+    m.setattr(encoder_decoder, "compute_params", lambda p, c: p)
     wants = [_jit_decode(fn, model, **kw)(params, enc) for fn, kw in decoders]
   for got, want in zip(results, wants):
     np.testing.assert_array_equal(np.asarray(got.tokens), np.asarray(want.tokens))
@@ -235,24 +238,41 @@ def test_cache_lengths():
 
 def test_extend_cache_keeps_written_positions(tiny):
   model, params, enc = tiny
-  encoded = decoding._encode(model, params, enc, None)  # pylint: disable=protected-access
-  for beams in (1, 3):
-    cache = decoding.init_cache(model, params, encoded, enc, 4, num_beams=beams)
+  model_fns = encoder_decoder.EncoderDecoder(model, params, enc)
+  for groups in (1, 3):
+    cache = caches.group_sequences(model_fns.init_cache(enc.shape[0] * groups, 4), groups)
     layer = cache["decoder"]["layers_0"]["self_attention"]
     layer["cached_key"] = jnp.ones_like(layer["cached_key"])
-    grown = t5.extend_cache(cache, 6)
+    grown = caches.extend_cache(cache, 6, groups)
     key = grown["decoder"]["layers_0"]["self_attention"]["cached_key"]
     value = grown["decoder"]["layers_0"]["self_attention"]["cached_value"]
-    assert key.shape[-1] == value.shape[-2] == 6 * beams
+    assert key.shape[0] == enc.shape[0] and key.shape[-1] == value.shape[-2] == 6 * groups
     key = np.asarray(key)
-    assert np.all(key[..., :4 * beams] == 1) and np.all(key[..., 4 * beams:] == 0)
+    assert np.all(key[..., :4 * groups] == 1) and np.all(key[..., 4 * groups:] == 0)
     np.testing.assert_array_equal(
         np.asarray(grown["decoder"]["layers_0"]["encoder_decoder_attention"]["cross_key"]),
         np.asarray(cache["decoder"]["layers_0"]["encoder_decoder_attention"]["cross_key"]))
-    if beams > 1:
-      assert grown["decoder"]["beam_slots"].shape == (enc.shape[0], beams, 6)
     with pytest.raises(ValueError, match="cannot grow"):
-      t5.extend_cache(cache, 3)
+      caches.extend_cache(cache, 3, groups)
+
+
+@pytest.mark.parametrize("scan_layers", [False, True], ids=["layers", "scanned"])
+def test_grouped_cache_steps_equal_one_row_per_sequence(scan_layers):
+  """Three sequences per cache row (interleaved columns, the default own-history mask) decode
+  what one row per sequence decodes: the same log-probs at every step."""
+  model, params, enc = _tiny(scan_layers)
+  model_fns = encoder_decoder.EncoderDecoder(model, params, enc)
+  rows, groups = enc.shape[0], 3
+  tokens = jnp.asarray(np.random.default_rng(4).integers(2, 8, (4, rows * groups)), jnp.int32)
+  step = jax.jit(model_fns.step, static_argnums=2)
+  flat = model_fns.init_cache(rows * groups, 4)
+  grouped = caches.group_sequences(flat, groups)
+  assert grouped["decoder"]["layers" if scan_layers else "layers_0"]["self_attention"][
+      "cached_key"].shape[-4] == rows
+  for t in range(4):
+    want, flat = step(tokens[t], flat, 4)
+    got, grouped = step(tokens[t], grouped, 4)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
 
 
 def test_beam_length_normalisation(tiny):
@@ -283,8 +303,6 @@ def test_length_penalty_changes_normalisation():
 def hf_model(tmp_path_factory):
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
-  from safetensors.numpy import load_file, save_file
-  from dsbs.model import hf
   # transformers' generate() needs equal encoder/decoder depth (its cache is sized by num_layers)
   d = testing.make_hf_t5(str(tmp_path_factory.mktemp("hfgen")), "t5_1_1", seed=5, vocab_size=12,
                          num_decoder_layers=2)
@@ -294,7 +312,7 @@ def hf_model(tmp_path_factory):
   rng = np.random.default_rng(0)
   tensors["lm_head.weight"][1] = tensors["lm_head.weight"][7] + rng.normal(0, 0.1, 32)
   save_file(tensors, path, metadata={"format": "pt"})
-  config, params = hf.load_hf_checkpoint(d)
+  config, params = hf_format.load_hf_checkpoint(d)
   torch_model = transformers.T5ForConditionalGeneration.from_pretrained(d).eval()
   return config, params, torch_model, torch
 

@@ -3,12 +3,14 @@ machine of the runner against a fake trainer (resume, kill -9, Ctrl-C once and t
 runners at once), run records, status, the T5X test-checkpoint helpers, the shipped sweeps."""
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import io as stdio
 import json
 import os
 import pathlib
+import re
 import runpy
+import shlex
 import signal
 import subprocess
 import sys
@@ -22,6 +24,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
+from dsbs import report  # pylint: disable=wrong-import-position
 from launch import definition  # pylint: disable=wrong-import-position
 from launch import engines  # pylint: disable=wrong-import-position
 from launch import state as state_lib  # pylint: disable=wrong-import-position
@@ -168,8 +171,8 @@ def test_registry_lookups_are_real():
   """Without injected registries: the built-in datasets need no SeqIO; the student list is
   dsbs.model's."""
   sweep = definition.expand(_cfg(grid={"dataset": "arith", "method": "dsbs",
-                                       "student": "tiny"}), "d.py")
-  assert sweep.cells[0].name == "arith-dsbs-tiny"
+                                       "student": "smoke"}), "d.py")
+  assert sweep.cells[0].name == "arith-dsbs-smoke"
   with pytest.raises(definition.SweepError, match="unknown student 'huge'.*t5_1_1_base"):
     definition.expand(_cfg(grid={"dataset": "arith", "method": "dsbs", "student": "huge"}))
 
@@ -280,8 +283,9 @@ binds = dict(a[len("--gin."):].split("=", 1) for a in args if a.startswith("--gi
 (run / "experiment.json").write_text(json.dumps({{"bindings": binds}}))
 if todo.get("metrics", True) and "--then_evaluate" in args:
   acc = 30 + 10 * ("dsbs" in binds["METHOD"]) + float(binds.get("FRACTION", 100)) / 10
-  (run / "eval").mkdir(exist_ok=True)
-  (run / "eval" / "metrics.json").write_text(json.dumps({{"metrics": {{"accuracy": acc}}}}))
+  (run / "eval" / "test_greedy").mkdir(parents=True, exist_ok=True)
+  (run / "eval" / "test_greedy" / "metrics.json").write_text(
+      json.dumps({{"metrics": {{"accuracy": acc}}}}))
 with open(run / "invocations", "a") as f:
   f.write("end\\n")
 '''
@@ -360,7 +364,7 @@ def test_exit_zero_without_test_metrics_is_a_failure(fake):
   set_plan({"*": {"metrics": False}})
   assert _runner(defn, sweep_dir, only="finetune").run() == 1
   cell = _cells(sweep_dir)["arith-finetune"]
-  assert cell["status"] == "failed" and "no eval/metrics.json" in cell["reason"]
+  assert cell["status"] == "failed" and f"no {report.TEST_METRICS}" in cell["reason"]
   assert _cells(sweep_dir)["arith-dsbs"]["status"] == "pending"  # --only
 
 
@@ -517,15 +521,14 @@ def test_changed_definition_needs_update(fake):
   assert _starts(sweep_dir) == {"arith-finetune": 2}  # done before, ran again for the change
 
 
-_NO_TPU = pytest.mark.skipif(importlib.util.find_spec("launch.tpu") is not None,
-                             reason="this checkout has the TPU launcher")
-
-
 @pytest.mark.parametrize("body,message", [
     ("{'name': 'b', 'grid': {'dataset': 'arith', 'method': 'dsbs', 'fraction': 101}}",
      "bad.py: grid.fraction: 101 is out of (0, 100]"),
-    pytest.param("{'name': 'b', 'target': 'tpu', 'grid': {'dataset': 'arith', 'method': 'dsbs'}}",
-                 "bad.py: target: 'tpu' needs launch.tpu", marks=_NO_TPU),
+    ("{'name': 'b', 'target': 'tpu', 'tpu': {'zone': 'z', 'accelerator': 'v4-8'}, "
+     "'grid': {'dataset': 'arith', 'method': 'dsbs'}}",
+     "bad.py: run_root: the tpu target needs run_root = 'gs://BUCKET/...'"),
+    ("{'name': 'b', 'target': 'slurm', 'grid': {'dataset': 'arith', 'method': 'dsbs'}}",
+     "bad.py: target: unknown target 'slurm' (targets: local, tpu)"),
 ])
 def test_cli_stops_before_anything_runs(tmp_path, capsys, body, message):
   bad = tmp_path / "bad.py"
@@ -564,7 +567,7 @@ def test_t5x_phases_pick_the_best_validation_checkpoint(tmp_path):
   (out / "anli1_label_gt-metrics.jsonl").write_text(json.dumps({"step": 2000, "accuracy": 52.5})
                                                     + "\n")
   test.finish()
-  got = json.loads((run / "eval" / "metrics.json").read_text())
+  got = json.loads((run / report.TEST_METRICS).read_text())
   assert got["metrics"] == {"anli1_label_gt/accuracy": 52.5, "accuracy": 52.5}
   assert got["step"] == 2000 and got["engine"] == "t5x"
   with pytest.raises(engines.EngineError, match="no checkpoint"):
@@ -573,19 +576,39 @@ def test_t5x_phases_pick_the_best_validation_checkpoint(tmp_path):
 
 # ---- the shipped sweeps -------------------------------------------------------------------
 
-def test_shipped_sweeps_dry_run(capsys):
-  expected = {"tiny_local.py": 8, "arith_paper.py": 48, "anli_rate_x_pct.py": 96,
-              "paper_methods.py": 120}
+def _trainer_commands(out: str) -> list[list[str]]:
+  """The commands of a dry run: each line of a local sweep's; what each TPU worker runs (after
+  worker.sh's `--`) in a tpu sweep's gcloud script."""
+  commands = []
+  for line in out.splitlines():
+    if line.startswith("gcloud compute tpus tpu-vm ssh") and "dsbs-run" in line:
+      remote = shlex.split(shlex.split(line)[-1][len("--command="):])
+      commands.append(remote[remote.index("--") + 1:])
+    elif "-m " in line and not line.startswith(("#", "gcloud ", "git ", " ")):
+      commands.append(shlex.split(line))
+  return commands
+
+
+def test_shipped_sweeps_dry_run(capsys, monkeypatch):
+  from launch import tpu  # pylint: disable=g-import-not-at-top
+  clean_only = tpu.code_state  # the checkout may have uncommitted changes while tests run
+  monkeypatch.setattr(tpu, "code_state",
+                      lambda job: clean_only(dataclasses.replace(job, allow_dirty=True)))
+  expected = {"tiny_local.py": (8, 8), "arith_paper.py": (48, 48), "anli_v5e_spot.py": (9, 18),
+              "anli_rate_x_pct.py": (96, 192), "paper_methods.py": (120, 240)}
   for path in sorted((REPO / "launch" / "sweeps").glob("*.py")):
     assert sweep_lib.main(["run", str(path), "--dry_run"]) == 0
     out = capsys.readouterr().out
-    assert out.count("\n# ") + out.startswith("# ") - 1 == expected.pop(path.name), path
-    for line in out.splitlines():
-      if line.startswith("# "):
-        continue
-      gin_files = [a.split("=", 1)[1] for a in line.split() if a.startswith("--gin_file=")]
-      assert gin_files and all((REPO / f).exists() for f in gin_files), line
-      assert "MIXTURE_OR_TASK_NAME" not in line
+    cells, commands = expected.pop(path.name)
+    assert len(re.findall(r"^# \S+  \(\S+\)$", out, re.M)) == cells, path
+    assert len(_trainer_commands(out)) == commands, path  # T5X cells: train, then test
+    for argv in _trainer_commands(out):
+      gin_files = [a.split("=", 1)[1] for a in argv if a.startswith("--gin_file=")]
+      assert gin_files and all((REPO / f).exists() for f in gin_files), argv
+      assert not any("MIXTURE_OR_TASK_NAME" in a for a in argv)
+    if "tpu-vm create" in out:
+      assert out.count("tpu-vm create") == out.count("tpu-vm delete") == cells
+      assert {argv[0] for argv in _trainer_commands(out)} == {"python3"}
   assert not expected
   paper = definition.load(str(REPO / "launch" / "sweeps" / "arith_paper.py"))
   assert {c.overrides["method"] for c in paper.cells} == {"finetune", "distill", "dsbs",
@@ -593,7 +616,7 @@ def test_shipped_sweeps_dry_run(capsys):
   assert sorted({c.overrides["fraction"] for c in paper.cells}) == [12.5, 25, 50, 100]
   assert {c.overrides["seed"] for c in paper.cells} == {0, 1, 2}
   budget = runpy.run_path(str(REPO / "launch" / "sweeps" / "arith_paper.py"))["STEP_BUDGET"]
-  assert all({f"TRAIN_STEPS={budget}", "DATASET='arith'", "VOCAB='byte'", "STUDENT='tiny'"}
+  assert all({f"TRAIN_STEPS={budget}", "DATASET='arith'", "VOCAB='byte'", "STUDENT='default_student'"}
              <= set(c.bindings) for c in paper.cells)
 
 
@@ -602,7 +625,6 @@ def test_shipped_sweeps_dry_run(capsys):
 @pytest.mark.timeout(900)
 def test_tiny_sweep_end_to_end_with_the_real_trainer(tmp_path):
   """Two cells of tiny_local through `dsbs.train --then_evaluate`, resumed once, reported."""
-  from dsbs import report  # pylint: disable=g-import-not-at-top
   defn = tmp_path / "tiny.py"
   defn.write_text((REPO / "launch" / "sweeps" / "tiny_local.py").read_text().replace(
       '"seed": [0, 1]', '"seed": [0]').replace('"fraction": [25, 100]', '"fraction": [25]')
@@ -615,12 +637,12 @@ def test_tiny_sweep_end_to_end_with_the_real_trainer(tmp_path):
                         text=True, timeout=900)
   assert proc.returncode == 0, proc.stdout + proc.stderr
   cells = _cells(str(sweep_dir))
-  assert set(cells) == {"arith-finetune-pct25-byte-tiny-s0", "arith-dsbs-pct25-byte-tiny-s0"}
+  assert set(cells) == {"arith-finetune-pct25-byte-default_student-s0", "arith-dsbs-pct25-byte-default_student-s0"}
   for name in cells:
     run = sweep_dir / "runs" / name
     exp = json.loads((run / "experiment.json").read_text())
     assert "finetune" in json.dumps(exp) if "finetune" in name else "dsbs" in json.dumps(exp)
-    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    metrics = json.loads((run / report.TEST_METRICS).read_text())
     assert 0 <= metrics["metrics"]["accuracy"] <= 100
     rec = json.loads((run / "run_record.json").read_text())
     assert rec["status"] == "done" and rec["experiment"]

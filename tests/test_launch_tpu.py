@@ -1,5 +1,6 @@
 """launch/tpu.py against a fake gcloud (tests/fake_gcloud.py, first on PATH): dry runs, ownership,
-preemption recovery, quoting, the worker script (run with bash in per-worker sandboxes), cleanup.
+preemption recovery, quoting, the worker script (run with bash in per-worker sandboxes), cleanup;
+and the sweep runner's tpu target (launch/tpu_target.py) on it, the run dirs in the fake's GCS.
 Nothing reaches the network or a real gcloud."""
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 
 import pytest
@@ -26,17 +28,40 @@ from launch import tpu  # pylint: disable=wrong-import-position
 GIN = "gin_configs/exp.gin"
 HOSTILE = ("'a b=c $(touch {pwned}) `touch {pwned}` ; touch {pwned} \"q\" \\'s'", "1=2 3")
 
+# The workers' python3. The trainers (dsbs.train, t5x.train, t5x.eval) sleep and exit as
+# trainer.json says for their worker; on success worker 0 writes what the real one leaves in the
+# gs:// run dir (the fake's GCS): test metrics; checkpoints and validation scores; test scores.
 PYTHON3 = f"""#!{sys.executable}
-import json, os, pathlib, sys, time
+import ast, json, os, pathlib, sys, time
 root, worker, args = pathlib.Path(os.environ["FAKE_ROOT"]), os.environ["FAKE_WORKER"], sys.argv[1:]
 with open(root / "python3.jsonl", "a") as f:
-  f.write(json.dumps({{"worker": worker, "argv": args, "cwd": os.getcwd(),
+  f.write(json.dumps({{"worker": worker, "argv": args, "cwd": os.getcwd(), "pid": os.getpid(),
                       "data_dir": os.environ.get("DSBS_DATA_DIR")}}) + "\\n")
-if args[:1] == ["-m"] and args[1].endswith(".train"):
-  spec = json.loads((root / "trainer.json").read_text()).get(worker, {{}})
-  print(f"fake trainer on worker {{worker}}", flush=True)
-  time.sleep(spec.get("sleep", 0))
+if args[:1] != ["-m"] or args[1] not in ("dsbs.train", "t5x.train", "t5x.eval"):
+  sys.exit(0)
+spec = json.loads((root / "trainer.json").read_text()).get(worker, {{}})
+print(f"fake trainer on worker {{worker}}", flush=True)
+time.sleep(spec.get("sleep", 0))
+if spec.get("rc", 0) or worker != "0":
   sys.exit(spec.get("rc", 0))
+opt = dict(a.split("=", 1) for a in args if a.startswith("--") and "=" in a)
+gcs = lambda url: root / "gcs" / url[len("gs://"):]
+gin_str = ast.literal_eval
+def jsonl(path, rows):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text("".join(json.dumps(r) + "\\n" for r in rows))
+if args[1] == "dsbs.train" and "--then_evaluate" in args:
+  jsonl(gcs(opt["--model_dir"]) / "eval" / "metrics.json", [{{"metrics": {{"accuracy": 5.0}}}}])
+elif args[1] == "t5x.train" and "--gin.MODEL_DIR" in opt:
+  run = gcs(gin_str(opt["--gin.MODEL_DIR"]))
+  for step in (10, 20, 30):
+    (run / f"checkpoint_{{step}}").mkdir(parents=True, exist_ok=True)
+  jsonl(run / "inference_eval" / "t-metrics.jsonl",
+        [{{"step": s, "accuracy": a}} for s, a in ((10, 40.0), (20, 60.0), (30, 55.0))])
+elif args[1] == "t5x.eval" and "--gin.CHECKPOINT_PATH" in opt:
+  step = int(gin_str(opt["--gin.CHECKPOINT_PATH"]).rsplit("_", 1)[1])
+  jsonl(gcs(gin_str(opt["--gin.EVAL_OUTPUT_DIR"])) / "inference_eval" / "t-metrics.jsonl",
+        [{{"step": step, "accuracy": 52.0}}])
 """
 TOOLS = {
     "git": '#!/bin/bash\necho "git $*" >> "$FAKE_ROOT/tools.log"\n'
@@ -90,9 +115,10 @@ class Fake:
     """Each call as 'KIND VERB' (tpu-vm create, storage cp, ...)."""
     return [" ".join(c[2:4]) if c[0] == "compute" else " ".join(c[:2]) for c in self.calls()]
 
-  def trainer_runs(self) -> list[dict]:
+  def trainer_runs(self, suffix: str = ".train") -> list[dict]:
+    """The workers' python3 runs of `-m <module ending in suffix>`."""
     rows = _complete_rows(self.root / "python3.jsonl")
-    return [r for r in rows if r["argv"][:1] == ["-m"] and r["argv"][1].endswith(".train")]
+    return [r for r in rows if r["argv"][:1] == ["-m"] and r["argv"][1].endswith(suffix)]
 
   def gcs(self, url: str) -> pathlib.Path:
     return self.root / "gcs" / url[len("gs://"):]
@@ -112,18 +138,22 @@ def _git(repo, *args):
                         text=True, env=env).stdout
 
 
-@pytest.fixture
-def repo(tmp_path):
-  """A small committed checkout with the worker script and one gin file."""
-  r = tmp_path / "repo"
+def _checkout(r: pathlib.Path, gin_files) -> pathlib.Path:
+  """A small committed checkout with the worker script and `gin_files`."""
   (r / "launch").mkdir(parents=True)
   (r / "gin_configs").mkdir()
   shutil.copy(REPO / "launch" / "worker.sh", r / "launch" / "worker.sh")
-  (r / GIN).write_text("TRAIN_STEPS = 10\n")
+  for f in gin_files:
+    (r / f).write_text("TRAIN_STEPS = 10\n")
   _git(r, "init", "-q")
   _git(r, "add", ".")
   _git(r, "commit", "-qm", "init")
   return r
+
+
+@pytest.fixture
+def repo(tmp_path):
+  return _checkout(tmp_path / "repo", [GIN])
 
 
 def _job(repo, **kw) -> tpu.TpuJob:
@@ -335,7 +365,7 @@ def test_setup_ships_the_commit_and_skips_when_the_marker_matches(repo, fake):
     assert sorted(tar.getnames()) == sorted(["gin_configs", GIN, "launch", "launch/worker.sh"])
   want = job.versions(code.id)
   for w in ("w0", "w1"):
-    home = fake.root / "workers" / w
+    home = fake.root / "workers" / "dsbs-t" / w
     assert (home / ".dsbs_setup" / "versions").read_text().strip() == want
     assert (home / "dsbs" / GIN).exists() and not (home / "dsbs.new").exists()
   tools = (fake.root / "tools.log").read_text()
@@ -385,7 +415,7 @@ def test_run_is_one_command_on_every_worker_with_logs_and_a_record(repo, fake):
   runs = fake.trainer_runs()
   assert sorted(r["worker"] for r in runs) == ["0", "1", "2"]
   assert all(r["argv"] == tpu.trainer_argv(job)[1:] for r in runs)
-  homes = {str(fake.root / "workers" / f"w{w}" / "dsbs") for w in range(3)}
+  homes = {str(fake.root / "workers" / "dsbs-t" / f"w{w}" / "dsbs") for w in range(3)}
   assert {r["cwd"] for r in runs} == homes
   assert {r["data_dir"] for r in runs} == {"gs://b/data"}
   for w in range(3):
@@ -416,6 +446,38 @@ def test_hostile_overrides_reach_the_trainer_intact(repo, fake, tmp_path):
   assert len(runs) == 2 and all(r["argv"] == expected[1:] for r in runs)
   command = next(c for c in fake.calls() if c[2:4] == ["tpu-vm", "ssh"] and "dsbs-run" in c[-1])[-1]
   assert _remote_argv(command[len("--command="):]) == expected
+
+
+def test_a_command_runs_instead_of_the_trainer_quoted_the_same_way(repo, fake, tmp_path, capsys):
+  pwned = tmp_path / "pwned"
+  command = ("python3", "-m", "t5x.eval", f"--gin_file={GIN}",
+             f"--gin.EVAL_OUTPUT_DIR={HOSTILE[0].format(pwned=pwned)}", HOSTILE[1])
+  job = _job(repo, gin_files=(), overrides=(), command=command, record="launch_record.x.json")
+  fake.state({"tpu-vm": {"dsbs-t": _ours(job)}, "workers": 2})
+  g = tpu.Gcloud(log=io.StringIO())
+  tpu.setup(job, g)
+  assert tpu.run(job, g) == 0
+  assert not pwned.exists()
+  runs = fake.trainer_runs(".eval")
+  assert len(runs) == 2 and all(r["argv"] == list(command[1:]) for r in runs)
+  record = json.loads(fake.gcs("gs://b/run/launch_record.x.json").read_text())
+  assert record["trainer_argv"] == list(command) and not fake.gcs(
+      "gs://b/run/launch_record.json").exists()
+  with pytest.raises(tpu.JobError, match="replaces --gin_file and --gin"):
+    _job(repo, command=command)
+  # The CLI: a command after --, its own --gin.KEY=VALUE flags left as they are.
+  flags = ["--name=dsbs-t", "--zone=z", "--accelerator=v4-8", "--model_dir=gs://b/run",
+           "--allow_dirty", "--gin.IGNORED=1"]  # allow_dirty: this checkout, as it is now
+  sigterm = signal.getsignal(signal.SIGTERM)
+  try:
+    assert tpu.main(["run", "--dry_run", *flags[:5], "--", *command]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines()
+                if l.startswith("gcloud compute tpus tpu-vm ssh"))
+    assert _remote_argv(shlex.split(line)[-1][len("--command="):]) == list(command)
+    assert tpu.main(["run", "--dry_run", *flags, "--", *command]) == tpu.EXIT_USAGE
+    assert "replaces --gin_file and --gin" in capsys.readouterr().err
+  finally:
+    signal.signal(signal.SIGTERM, sigterm)
 
 
 def test_one_failing_worker_stops_the_others(repo, fake):
@@ -564,3 +626,228 @@ def test_cleanup_deletes_labelled_leftovers_after_confirmation(repo, fake):
                         timeout=60, check=False)
   assert proc.returncode == 0, proc.stderr
   assert sorted(fake.read_state()["tpu-vm"]) == ["e"]  # the unlabelled one stays
+
+
+# ---- the sweep runner's tpu target -----------------------------------------------------------
+
+SWEEP_GIN = ("gin_configs/default.gin", "gin_configs/anli_220m.gin", "gin_configs/eval.gin")
+TPU_OPTIONS = {"zone": "us-central2-b", "accelerator": "v4-8", "owner": "alice", "poll_s": 0.1,
+               "log_sync_s": 0.2, "backoff_s": 0, "run_timeout_s": 60, "create_timeout_s": 10,
+               "max_retries": 2, "data_dir": "gs://b/data"}
+
+
+class FakeGfile:
+  """tf.io.gfile for gs:// paths on the fake's GCS: how the runner reads and writes run dirs
+  (records, test metrics, the T5X checkpoint choice) through dsbs.fileio."""
+
+  def __init__(self, gcs: pathlib.Path):
+    self.gcs = gcs
+
+  def _path(self, url: str) -> pathlib.Path:
+    assert url.startswith("gs://"), url
+    return self.gcs / url[len("gs://"):]
+
+  def exists(self, url):
+    return self._path(url).exists()
+
+  def isdir(self, url):
+    return self._path(url).is_dir()
+
+  def listdir(self, url):
+    return [p.name for p in self._path(url).iterdir()]
+
+  def makedirs(self, url):
+    self._path(url).mkdir(parents=True, exist_ok=True)
+
+  def GFile(self, url, mode="r"):  # pylint: disable=invalid-name
+    if "w" in mode:
+      self._path(url).parent.mkdir(parents=True, exist_ok=True)
+    return open(self._path(url), mode, encoding=None if "b" in mode else "utf-8")
+
+
+@pytest.fixture
+def tpu_sweep(tmp_path, fake, monkeypatch):
+  """(write_definition(**changes) -> path, sweep dir): the tpu target ships a small committed
+  checkout; run dirs live in the fake's GCS."""
+  from dsbs import fileio  # pylint: disable=g-import-not-at-top
+  from launch import targets, tpu_target  # pylint: disable=g-import-not-at-top
+  checkout = _checkout(tmp_path / "checkout", SWEEP_GIN)
+  monkeypatch.setitem(targets._TARGETS, "tpu",  # pylint: disable=protected-access
+                      lambda sweep: tpu_target.TpuTarget(sweep, repo=str(checkout)))
+  gfile = FakeGfile(fake.root / "gcs")
+  monkeypatch.setattr(fileio, "_gfile", lambda: gfile)
+
+  def write(**changes):
+    config = {"name": "tpu-sweep", "target": "tpu", "run_root": "gs://b/sweeps",
+              "gin": {"TRAIN_STEPS": 5}, "grid": {"dataset": "arith",
+                                                  "method": ["finetune", "dsbs"]},
+              "tpu": TPU_OPTIONS, **changes}
+    path = tmp_path / "tpu_sweep.py"
+    path.write_text(f"def get_config():\n  return {config!r}\n")
+    return str(path)
+
+  return write, str(tmp_path / "sweep")
+
+
+def _sweep_cells(defn):
+  from launch import definition  # pylint: disable=g-import-not-at-top
+  sweep = definition.load(defn)
+  return sweep, {c.name: c for c in sweep.cells}
+
+
+def test_a_tpu_sweep_dry_run_prints_each_cells_gcloud_commands(tpu_sweep, fake, capsys):
+  from launch import engines, sweep as sweep_lib, tpu_target  # pylint: disable=g-import-not-at-top
+  write, sweep_dir = tpu_sweep
+  defn = write()
+  assert sweep_lib.main(["run", defn, f"--sweep_dir={sweep_dir}", "--dry_run"]) == 0
+  out = capsys.readouterr().out
+  assert fake.calls() == [] and not os.path.exists(sweep_dir)
+  sweep, cells = _sweep_cells(defn)
+  assert list(cells) == ["arith-finetune", "arith-dsbs"]
+  scripts = out.split("\n# arith-")[1:]
+  assert len(scripts) == 2
+  for (name, cell), script in zip(cells.items(), scripts):
+    run_dir = f"gs://b/sweeps/{name}"
+    tpu_name = tpu_target.tpu_name("tpu-sweep", name, run_dir)
+    lines = [l for l in script.splitlines() if l.startswith("gcloud ")]
+    verbs = [" ".join(shlex.split(l)[3:5]) for l in lines if l.startswith("gcloud compute")]
+    assert verbs == ["tpu-vm describe", "tpu-vm create", "tpu-vm describe", "tpu-vm ssh",
+                     "tpu-vm ssh", "tpu-vm delete"]
+    assert all(shlex.split(l)[5] == tpu_name for l in lines if l.startswith("gcloud compute"))
+    assert "dsbs-sweep=tpu-sweep" in lines[1] and "--accelerator-type=v4-8" in lines[1]
+    run = shlex.split(next(l for l in lines if "dsbs-run" in l and " ssh " in l))
+    (train,) = engines.phases(sweep, cell, run_dir, "python3")
+    assert _remote_argv(run[-1][len("--command="):]) == train.preview
+    assert "# 8 gcloud calls, plus one describe every 0.1 s" in script
+  assert sweep_lib.main(["run", defn, "--python=/usr/bin/python3.11", "--dry_run"]) == 2
+  assert "--python: the tpu target runs python3" in capsys.readouterr().err
+
+
+def _sweep_state(sweep_dir):
+  return json.loads(pathlib.Path(sweep_dir, "state.json").read_text())["cells"]
+
+
+def test_a_tpu_sweep_runs_every_cell_on_its_own_tpu_and_recovers_a_preemption(tpu_sweep, fake,
+                                                                               capsys):
+  from launch import engines, sweep as sweep_lib, tpu_target  # pylint: disable=g-import-not-at-top
+  write, sweep_dir = tpu_sweep
+  defn = write()
+  fake.state({"workers": 2, "ssh_runs": [{"preempt": True}]})  # the first run is preempted
+  assert sweep_lib.main(["run", defn, f"--sweep_dir={sweep_dir}", "--max_parallel=2"]) == 0
+  assert {n: c["status"] for n, c in _sweep_state(sweep_dir).items()} == {
+      "arith-finetune": "done", "arith-dsbs": "done"}
+  sweep, cells = _sweep_cells(defn)
+  creates, deletes = {}, {}
+  for c in fake.calls():
+    if c[2:3] == ["tpu-vm"] and c[3] in ("create", "delete"):
+      (creates if c[3] == "create" else deletes).setdefault(c[4], []).append(c)
+  names = {n: tpu_target.tpu_name("tpu-sweep", n, f"gs://b/sweeps/{n}") for n in cells}
+  assert set(creates) == set(deletes) == set(names.values())
+  assert sorted(len(v) for v in creates.values()) == [1, 2]  # one cell's TPU was recreated
+  assert {n: len(v) for n, v in deletes.items()} == {n: len(v) for n, v in creates.items()}
+  assert fake.read_state()["tpu-vm"] == {}
+  for name, cell in cells.items():
+    run_dir = f"gs://b/sweeps/{name}"
+    (local,) = engines.phases(sweep, cell, run_dir, sys.executable)  # the local target's
+    runs = [r for r in fake.trainer_runs() if f"--model_dir={run_dir}" in r["argv"]]
+    assert sorted(r["worker"] for r in runs) == ["0", "1"]
+    assert all(r["argv"] == local.argv()[1:] and r["data_dir"] == "gs://b/data" for r in runs)
+    record = json.loads(fake.gcs(f"{run_dir}/run_record.json").read_text())
+    assert record["status"] == "done" and record["target"]["tpu"] == names[name]
+    assert record["target"]["accelerator"] == "v4-8" and record["target"]["zone"] == \
+        "us-central2-b"
+    preempted = len(creates[names[name]]) == 2
+    assert len(record["phases"][0]["preemptions"]) == preempted
+    launch_record = json.loads(fake.gcs(f"{run_dir}/launch_record.json").read_text())
+    assert launch_record["meta"]["overrides"] == cell.overrides
+    assert launch_record["trainer_argv"][0] == "python3"
+    assert launch_record["labels"]["dsbs-sweep"] == "tpu-sweep"
+    log = pathlib.Path(sweep_dir, "logs", f"{name}.log").read_text()
+    assert f"+ gcloud compute tpus tpu-vm create {names[name]}" in log
+    assert "fake trainer on worker 0" in log  # worker 0's output
+  capsys.readouterr()
+  assert sweep_lib.main(["status", sweep_dir]) == 0
+  out = capsys.readouterr().out
+  assert "2 cells; pending 0, running 0, done 2, failed 0" in out
+  assert "arith-finetune  (attempt 1" in out and "arith-dsbs  (attempt 1" in out
+
+
+def test_a_t5x_cell_tests_its_best_checkpoint_on_the_same_tpu(tpu_sweep, fake):
+  from launch import sweep as sweep_lib  # pylint: disable=g-import-not-at-top
+  write, sweep_dir = tpu_sweep
+  defn = write(engine="t5x", gin_file="gin_configs/anli_220m.gin",
+               grid={"dataset": "anli1", "method": "finetune"})
+  fake.state({"workers": 2})
+  assert sweep_lib.main(["run", defn, f"--sweep_dir={sweep_dir}"]) == 0
+  (name,) = _sweep_state(sweep_dir)
+  run_dir = f"gs://b/sweeps/{name}"
+  evals = fake.trainer_runs(".eval")
+  assert sorted(r["worker"] for r in evals) == ["0", "1"]
+  assert all(f"--gin.CHECKPOINT_PATH='{run_dir}/checkpoint_20'" in r["argv"] for r in evals)
+  assert evals[0]["argv"][:4] == ["-m", "t5x.eval", "--gin_file=gin_configs/eval.gin",
+                                  "--gin.TRAIN_STEPS=5"]
+  metrics = json.loads(fake.gcs(f"{run_dir}/eval/metrics.json").read_text())
+  assert metrics["step"] == 20 and metrics["metrics"]["accuracy"] == 52.0
+  verbs = fake.verbs()
+  assert verbs.count("tpu-vm create") == verbs.count("tpu-vm delete") == 1
+  assert verbs.count("tpu-vm ssh") == 3  # setup, train, test: one TPU, set up once
+  assert verbs.index("tpu-vm delete") == len(verbs) - 1
+  test_record = json.loads(fake.gcs(f"{run_dir}/launch_record.test.json").read_text())
+  assert test_record["trainer_argv"][:3] == ["python3", "-m", "t5x.eval"]
+  assert test_record["meta"]["phase"] == "test"
+  record = json.loads(fake.gcs(f"{run_dir}/run_record.json").read_text())
+  assert [p["name"] for p in record["phases"]] == ["train", "test"]
+
+
+def test_ending_a_tpu_cell_stops_it_and_deletes_its_tpu(tpu_sweep, fake):
+  from launch import definition, sweep as sweep_lib, targets  # pylint: disable=g-import-not-at-top
+  write, sweep_dir = tpu_sweep
+  sweep = definition.load(write(grid={"dataset": "arith", "method": "dsbs"}))
+  fake.state({"workers": 2})
+  fake.trainer({0: {"sleep": 60}, 1: {"sleep": 60}})
+  runner = sweep_lib.Runner(sweep, sweep_dir, targets.make_target(sweep), out=io.StringIO())
+
+  def second_ctrl_c():  # what the runner's signal handler does on a second Ctrl-C
+    deadline = time.monotonic() + 60
+    while len(fake.trainer_runs()) < 2 and time.monotonic() < deadline:
+      time.sleep(0.1)
+    runner._stop.set()  # pylint: disable=protected-access
+    runner._terminate.set()  # pylint: disable=protected-access
+
+  threading.Thread(target=second_ctrl_c, daemon=True).start()
+  start = time.monotonic()
+  assert runner.run() == 130
+  assert time.monotonic() - start < 50  # the trainers' 60 s were cut short
+  cell = _sweep_state(sweep_dir)["arith-dsbs"]
+  assert cell["status"] == "interrupted" and "ended by the sweep runner" in cell["reason"]
+  assert fake.verbs()[-1] == "tpu-vm delete" and fake.read_state()["tpu-vm"] == {}
+  for run in fake.trainer_runs():  # the remote job was stopped, not left to run on
+    with pytest.raises(ProcessLookupError):
+      os.kill(run["pid"], 0)
+
+
+@pytest.mark.parametrize("changes,field,text", [
+    ({"tpu": {**TPU_OPTIONS, "spot": True}}, "tpu.spot", "unknown option"),
+    ({"tpu": {**TPU_OPTIONS, "max_retries": "3"}}, "tpu.max_retries", "an integer"),
+    ({"tpu": {"accelerator": "v4-8"}}, "tpu.zone", "required"),
+    ({"tpu": {**TPU_OPTIONS, "provisioning": "preemptible"}}, "tpu.provisioning", "spot"),
+    ({"tpu": {**TPU_OPTIONS, "accelerator": {"tiny": "v4-8"}}}, "tpu.accelerator",
+     "student"),
+    ({"tpu": {**TPU_OPTIONS, "env": {"HF_TOKEN": "x"}}}, "tpu.env", "secret"),
+    ({"run_root": None}, "run_root", "gs://"),
+    ({"run_root": "/tmp/runs"}, "run_root", "is local"),
+    ({"python": "python3.11"}, "python", "python3"),
+    ({"gin_file": "gin_configs/anli_770m.gin"}, "gin_file", "not a committed file"),
+])
+def test_bad_tpu_sweeps_are_refused_before_anything_runs(tpu_sweep, fake, capsys, changes, field,
+                                                         text):
+  from launch import sweep as sweep_lib  # pylint: disable=g-import-not-at-top
+  write, sweep_dir = tpu_sweep
+  defn = write(**{k: v for k, v in changes.items() if v is not None})
+  if changes.get("run_root", "") is None:
+    pathlib.Path(defn).write_text(pathlib.Path(defn).read_text().replace(
+        "'run_root': 'gs://b/sweeps', ", ""))
+  assert sweep_lib.main(["run", defn, f"--sweep_dir={sweep_dir}"]) == 2
+  err = capsys.readouterr().err
+  assert f"tpu_sweep.py: {field}: " in err and text in err, err
+  assert fake.calls() == [] and not os.path.exists(sweep_dir)

@@ -10,7 +10,8 @@ import pytest
 from flax import linen as nn
 
 from dsbs import testing
-from dsbs.model import Transformer, get_config, init_params, param_tree
+from dsbs.model import Transformer, get_config, init_params, layers, param_tree
+from dsbs.model import config as config_lib
 from dsbs.model.config import T5Config
 
 
@@ -88,7 +89,7 @@ def test_registry_and_overrides():
   with pytest.raises(KeyError, match="unknown T5 config"):
     get_config("t5_huge")
   with pytest.raises(TypeError, match="unknown T5Config fields"):
-    get_config("tiny", d_model=3)
+    get_config("test_tiny", d_model=3)
   with pytest.raises(ValueError, match="mlp_activations"):
     T5Config(mlp_activations=("tanhh",))
   with pytest.raises(dataclasses.FrozenInstanceError):
@@ -102,7 +103,6 @@ def test_gin_picks_a_size():
     gin.parse_config(["dsbs.model.get_config.name = 't5_1_1_xl'",
                       "dsbs.model.get_config.dropout_rate = 0.1"])
   try:
-    from dsbs.model import config as config_lib
     cfg = config_lib.get_config()
     assert cfg.emb_dim == 2048 and cfg.dropout_rate == 0.1
   finally:
@@ -195,35 +195,86 @@ def test_remat_and_scan_give_same_loss_and_grads(tiny):
 
 def test_folded_mask_equals_select():
   """additive_mask(mask, bias) added to logits gives the softmax of where(mask, logits + bias)."""
-  from dsbs.model import t5  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   logits = jnp.asarray(rng.normal(size=(2, 3, 5, 7)) * 30, jnp.float32)
   bias = jnp.asarray(rng.normal(size=(1, 3, 5, 7)), jnp.float32)
   mask = jnp.asarray(rng.random((2, 1, 5, 7)) > 0.4).at[:, :, :, 0].set(True)
-  want = jax.nn.softmax(jnp.where(mask, logits + bias, t5.NEG_INF), axis=-1)
-  got = jax.nn.softmax(logits + t5.additive_mask(mask, bias), axis=-1)
+  want = jax.nn.softmax(jnp.where(mask, logits + bias, layers.NEG_INF), axis=-1)
+  got = jax.nn.softmax(logits + layers.additive_mask(mask, bias), axis=-1)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-7)
   assert float(jnp.max(jnp.where(mask, 0.0, got))) == 0.0
 
 
 def test_grouped_cross_attention_equals_repeated_keys():
   """g queries per input on one copy of the keys/values (beam search) = keys repeated g times."""
-  from dsbs.model import t5  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(1)
-  att = t5.MultiHeadDotProductAttention(num_heads=2, head_dim=4)
+  att = layers.EncoderDecoderAttention(num_heads=2, head_dim=4)
   enc = jnp.asarray(rng.normal(size=(3, 6, 8)), jnp.float32)
   dec = jnp.asarray(rng.normal(size=(3 * 4, 1, 8)), jnp.float32)
   mask = jnp.asarray(rng.random((3, 1, 1, 6)) > 0.3).at[..., 0].set(True)
   params = att.init(jax.random.PRNGKey(0), dec, jnp.repeat(enc, 4, axis=0))["params"]
 
   def run(enc_in, mask_in):
-    _, cache = att.apply({"params": params}, dec, enc_in, mask_in, cache_kv=True,
+    _, cache = att.apply({"params": params}, dec, enc_in, mask_in, decode=True,
                          mutable=["cache"])
-    return att.apply({"params": params, **cache}, dec, enc_in, mask_in, cache_kv=True,
+    return att.apply({"params": params, **cache}, dec, enc_in, mask_in, decode=True,
                      mutable=["cache"])[0]
 
   grouped = run(enc, mask)
   repeated = run(jnp.repeat(enc, 4, axis=0), jnp.repeat(mask, 4, axis=0))
   np.testing.assert_allclose(np.asarray(grouped), np.asarray(repeated), atol=1e-6)
   with pytest.raises(ValueError, match="not a multiple"):
-    att.apply({"params": params}, dec[:5], enc, mask, cache_kv=True, mutable=["cache"])
+    att.apply({"params": params}, dec[:5], enc, mask, decode=True, mutable=["cache"])
+
+
+def _mlp_reference(activations, x, wi, wo, keep, keep_prob):
+  """The feed-forward block by autodiff: prod_i act_i(x @ wi_i), dropout, @ wo."""
+  hidden = None
+  for name, w in zip(activations, wi):
+    h = layers.ACTIVATIONS[name][0](x @ w)
+    hidden = h if hidden is None else hidden * h
+  if keep is not None:
+    hidden = jnp.where(jnp.broadcast_to(keep, hidden.shape), hidden / keep_prob, 0.0)
+  return hidden @ wo
+
+
+@pytest.mark.parametrize("activations", [("gelu", "linear"), ("relu",), ("gelu_exact", "silu")])
+@pytest.mark.parametrize("dropout", [False, True], ids=["no_dropout", "dropout"])
+def test_mlp_backward_equals_autodiff(activations, dropout):
+  """The hand-written feed-forward backward equals autodiff, with and without dropout."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((2, 5, 16)), jnp.float32)
+  wi = tuple(jnp.asarray(rng.standard_normal((16, 24)) * 0.3, jnp.float32)
+             for _ in activations)
+  wo = jnp.asarray(rng.standard_normal((24, 16)) * 0.3, jnp.float32)
+  keep_prob = 0.7
+  keep = jnp.asarray(rng.random((2, 1, 24)) < keep_prob) if dropout else None
+
+  def ours(x, wi, wo):
+    return layers.mlp(activations, keep_prob, (), x, wi, wo, keep)
+
+  def ref(x, wi, wo):
+    return _mlp_reference(activations, x, wi, wo, keep, keep_prob)
+
+  def grads(fn):
+    return jax.grad(lambda *a: jnp.sum(jnp.sin(fn(*a))), argnums=(0, 1, 2))(x, wi, wo)
+
+  np.testing.assert_allclose(ours(x, wi, wo), ref(x, wi, wo), atol=1e-6)
+  for got, want in zip(jax.tree.leaves(grads(ours)), jax.tree.leaves(grads(ref))):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_mlp_block_dropout_shares_a_mask_along_the_length():
+  """MlpBlock's dropout: one draw per (sequence, mlp unit), the same at every position, kept
+  values scaled by 1 / keep_prob; off when deterministic. Identity kernels expose the mask."""
+  block = layers.MlpBlock(8, ("linear",), dropout_rate=0.5)
+  x = jnp.asarray(np.random.default_rng(2).standard_normal((3, 7, 8)) + 5.0, jnp.float32)
+  eye = jnp.eye(8, dtype=jnp.float32)
+  params = {"wi": {"kernel": eye}, "wo": {"kernel": eye}}
+  np.testing.assert_allclose(block.apply({"params": params}, x), x, rtol=1e-6)
+  out = np.asarray(block.apply({"params": params}, x, deterministic=False,
+                               rngs={"dropout": jax.random.PRNGKey(3)}))
+  dropped = out == 0
+  assert dropped.any() and not dropped.all()
+  assert (dropped == dropped[:, :1]).all()  # shared along the length axis
+  np.testing.assert_allclose(out[~dropped], np.asarray(x)[~dropped] / 0.5, rtol=1e-6)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import run_worker
-import test_train_support as support
-from dsbs import checkpointing
+import train_fixtures as support
+from dsbs import evaluate, train_checkpoints
 
 pytestmark = pytest.mark.timeout(900)
 support.share_compilation_cache()
@@ -59,14 +59,15 @@ def _rows(run_dir, kind):
 
 
 def _eval_files(run_dir):
-  with open(os.path.join(run_dir, "eval", "metrics.json")) as f:
+  out_dir = evaluate.default_output_dir(str(run_dir), "test")  # --then_evaluate writes there
+  with open(os.path.join(out_dir, "metrics.json")) as f:
     metrics = json.load(f)
-  with open(os.path.join(run_dir, "eval", "predictions.jsonl")) as f:
+  with open(os.path.join(out_dir, "predictions.jsonl")) as f:
     return metrics, [json.loads(line) for line in f]
 
 
 def _params(run_dir, step):
-  return checkpointing.restore_params(os.path.join(run_dir, "checkpoints", str(step), "params"))
+  return train_checkpoints.restore_params(os.path.join(run_dir, "checkpoints", str(step), "params"))
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,7 @@ def test_two_hosts_equal_one_host(runs):
   # Same losses, validation metrics, test metrics and predictions as one process.
   _assert_same_run(tmp / "one", tmp / "two")
   # Both processes checkpointed: one copy of the arrays, each host's input position.
-  steps = checkpointing.Checkpointer(str(tmp / "two" / "checkpoints")).all_steps()
+  steps = train_checkpoints.Checkpointer(str(tmp / "two" / "checkpoints")).all_steps()
   assert steps == [3, 4, 6]  # the latest 3 and the best
   for step in steps:
     files = sorted(f for f in os.listdir(tmp / "two" / "checkpoints" / str(step) / "input")
@@ -163,7 +164,7 @@ def test_one_host_killed_then_both_relaunched(runs):
     assert codes[0] is not None and codes[0] != 0, group.tail()
     assert "another task died" in group.log(0), group.tail()
   print(f"host 0 stopped {stopped_after:.1f} s after host 1 was killed")
-  latest = checkpointing.Checkpointer(str(tmp / "killed" / "checkpoints")).latest_step()
+  latest = train_checkpoints.Checkpointer(str(tmp / "killed" / "checkpoints")).latest_step()
   assert latest in (3, 4)
   _run_two(tmp, "killed", gin_file, ["TrainConfig.mesh_data=8"])
   a, b = _params(tmp / "two", STEPS), _params(tmp / "killed", STEPS)

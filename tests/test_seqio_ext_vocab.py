@@ -2,6 +2,7 @@
 import seqio
 import pytest
 
+import dsbs.tasks
 from dsbs.seqio_ext import vocab
 
 
@@ -39,8 +40,6 @@ def test_train_command_and_use_as_spec(tmp_path, capsys):
   with_extra = vocab.get_vocabulary(out + "?extra_ids=10")
   assert with_extra.vocab_size == v.vocab_size + 10
   # The trained model works as a task vocabulary, registered on demand.
-  import dsbs.tasks  # pylint: disable=g-import-not-at-top
-
   name = dsbs.tasks.mixture("arith", "finetune", fraction=1, vocab=out)
   assert name.startswith("arith_finetune_pct1_vocab")
   ex = next(seqio.get_mixture_or_task(name).get_dataset(

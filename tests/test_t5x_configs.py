@@ -81,7 +81,7 @@ def _command_case(name: str) -> tuple[str, list[str], list[str]]:
 
 
 def test_train_configs_bind_under_t5x():
-  cases = [_command_case(n) for n in TRAIN_FILES + ["tiny_offline.gin"]]
+  cases = [_command_case(n) for n in TRAIN_FILES + ["smoke_offline.gin"]]
   # The experiment macros pick another method / fraction, and alpha: they bind too.
   cases.append(("anli_770m.gin+override", ["gin_configs/anli_770m.gin"],
                 ["MODEL_DIR = '/tmp/x'", "METHOD = 'distill'", "FRACTION = 25",
@@ -99,7 +99,7 @@ def test_train_configs_bind_under_t5x():
     assert r["spec"] == "t5" and r["lnf"] == "NUM_REAL_TARGET_TOKENS" and r["dropout"] == 0.1
     assert r["partitions_binding"] == "%NUM_PARTITIONS" and r["pack"] is True, r
   assert got["anli_770m.gin"]["partitions"] == 1 and got["anli_11b.gin"]["partitions"] == 8
-  assert got["tiny_offline.gin"]["spec"] == "byte"
+  assert got["smoke_offline.gin"]["spec"] == "byte"
   assert got["anli_770m.gin+override"]["task"] == "anli1_distill_pct25"
   offgrid = got["anli_220m.gin+offgrid"]
   assert offgrid["task"] == "anli1_dsbs_pct12.5_rate0.35"
@@ -117,7 +117,7 @@ def test_eval_and_infer_configs_bind_under_t5x_for_every_size(mode):
   got = _bind(mode, cases)
   errors = {k: v["error"] for k, v in got.items() if "error" in v}
   assert not errors, errors
-  assert got["model_3b.gin"]["partitions"] == 4 and got["model_tiny.gin"]["spec"] == "byte"
+  assert got["model_3b.gin"]["partitions"] == 4 and got["model_smoke.gin"]["spec"] == "byte"
   assert all(r["dropout"] == 0.0 for r in got.values())
   assert all(r["partitions_binding"] == "%NUM_PARTITIONS" for r in got.values())
 
@@ -126,4 +126,4 @@ def test_every_command_file_is_covered():
   t5x_commands = {p.name for p in GIN_DIR.glob("*.gin")
                   if (run_command(p.name) or ["", "", ""])[2].startswith("t5x.")}
   assert set(COMMAND_FILES) == t5x_commands
-  assert os.path.exists(REPO / "gin_configs" / "tiny_offline.gin")
+  assert os.path.exists(REPO / "gin_configs" / "smoke_offline.gin")

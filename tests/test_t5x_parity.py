@@ -2,7 +2,7 @@
 (skipped where T5X is not installed).
 
 For each shipped `<ds>_<size>.gin` shrunk to the tiny student (byte vocabulary, T5X's network
-shrunk through `network.T5Config` as in gin_configs/model_tiny.gin), packed and unpacked, a
+shrunk through `network.T5Config` as in gin_configs/model_smoke.gin), packed and unpacked, a
 subprocess parses the files the way `python -m t5x.train` does, builds T5X's train dataset
 (`utils.get_dataset` with the model's feature converter) and takes its first batches; then
 reads the same files with `dsbs.experiment.load` and takes the built-in runner's first
@@ -32,7 +32,7 @@ pytestmark = [
 ]
 
 SHRINK = [
-    "VOCAB = 'byte'", "STUDENT = 'tiny'", "INITIAL_CHECKPOINT_PATH = None", "BATCH_SIZE = 4",
+    "VOCAB = 'byte'", "STUDENT = 'smoke'", "INITIAL_CHECKPOINT_PATH = None", "BATCH_SIZE = 4",
     "TASK_FEATURE_LENGTHS = {'inputs': 96, 'targets': 64}", "MODEL_DIR = '/tmp/unused'",
     "network.T5Config.vocab_size = 384", "network.T5Config.dtype = 'float32'",
     "network.T5Config.emb_dim = 64", "network.T5Config.num_heads = 4",
@@ -66,9 +66,9 @@ for name, files, bindings in cases:
   ds = utils.get_dataset(cfg, 0, 1, t5x_model.FEATURE_CONVERTER_CLS, num_epochs=None)
   theirs = [dict(b) for _, b in zip(range(2), ds.as_numpy_iterator())]
 
-  # T5X's network shrink is T5X's own binding; the runner builds STUDENT = 'tiny' instead.
+  # T5X's network shrink is T5X's own binding; the runner builds STUDENT = 'smoke' instead.
   exp = experiment.load(files, [b for b in bindings if not b.startswith("network.")]).experiment
-  conv = input_pipeline.kind_tagging_converter(exp.pack, exp.alpha, exp.loss_mode)
+  conv = input_pipeline.loss_weighting_converter(exp.pack, exp.alpha, exp.loss_mode)
   in_cfg = input_pipeline.InputConfig(exp.mixture_or_task_name, exp.task_feature_lengths,
                                       exp.batch_size, conv, seed=exp.seed)
   ours = [b for _, b in zip(range(2), input_pipeline.train_batches(in_cfg))]
@@ -114,7 +114,7 @@ def _cases() -> tuple[list, list[str]]:
                       SHRINK + [f"PACK = {pack}"]))
   for pack, alpha in ((True, 0.5), (False, 0.5), (False, 0.3)):
     # Rows twice as long as the longest arith example, so that packing fits 2-3 per row.
-    cases.append((f"tiny_offline.gin pack={pack} a={alpha}", ["gin_configs/tiny_offline.gin"],
+    cases.append((f"smoke_offline.gin pack={pack} a={alpha}", ["gin_configs/smoke_offline.gin"],
                   ["MODEL_DIR = '/tmp/unused'", f"PACK = {pack}", f"LOSS_ALPHA = {alpha}",
                    "TASK_FEATURE_LENGTHS = {'inputs': 256, 'targets': 192}"]))
   return cases, skipped
@@ -141,7 +141,7 @@ def test_first_train_batches_are_identical(results):
     assert set(ours) - set(theirs) == {"decoder_task_kind"}, (name, theirs, ours)
     assert not r["diff"], (name, r["diff"])
   # Packing did put several examples in a row (short arith examples; cqa's fill a row alone).
-  assert got["tiny_offline.gin pack=True a=0.5"]["examples"] > 8
+  assert got["smoke_offline.gin pack=True a=0.5"]["examples"] > 8
   if skipped:
     print("skipped:", skipped)
 

@@ -8,6 +8,7 @@ import seqio
 
 import dsbs.data
 import dsbs.tasks
+from dsbs.seqio_ext.feature_converters import DsbsEncDecFeatureConverter
 from dsbs.tasks import registry
 
 LENGTHS = {"inputs": 256, "targets": 128}
@@ -139,8 +140,6 @@ def test_mixture_function_and_gin():
 
 def test_seqio_evaluator_scores_label_task_only(data_dir, monkeypatch):
   """The mixture runs through seqio.Evaluator with our feature converter end to end."""
-  from dsbs.seqio_ext.feature_converters import DsbsEncDecFeatureConverter
-
   monkeypatch.setenv("DSBS_DATA_DIR", data_dir)
   evaluator = seqio.Evaluator(
       "svamp_dsbs_byte", DsbsEncDecFeatureConverter(pack=False), eval_split="test",

@@ -54,7 +54,8 @@ def test_lazy_and_sharded():
 
 
 def test_tfds_source_matches_records(data_dir, monkeypatch, tmp_path):
-  from dsbs.data import tfds_builders
+  # TensorFlow Datasets (seconds to import) only for this test
+  from dsbs.data import tfds_builders  # pylint: disable=g-import-not-at-top
 
   monkeypatch.setenv("DSBS_DATA_DIR", data_dir)
   tfds_builders.prepare("svamp", tfds_dir=str(tmp_path), data_dir=data_dir)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from dsbs.data import benchmarks
+from dsbs.data import benchmarks, load_examples
 from dsbs.data import record
 from dsbs.data.parse import ParseResult
 from dsbs.data.record import RecordError
@@ -61,7 +61,6 @@ def _input_shape(text: str) -> str:
 def test_exemplar_inputs_use_the_data_layer_input_format(ds, data_dir):
   split = "validation" if ds in ("anli1", "esnli") else "test"
   real = benchmarks.SPECS[ds]
-  from dsbs.data import load_examples
   example = load_examples(ds, split, data_dir=data_dir)[0]
   for ex in prompts.load_builtin(ds).exemplars:
     assert _input_shape(ex.input) == _input_shape(example.input), real.name

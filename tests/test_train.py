@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import run_worker
-import test_train_support as support
-from dsbs import checkpointing, experiment, train
+import train_fixtures as support
+from dsbs import experiment, train, train_checkpoints
+from dsbs.seqio_ext import feature_converters as fc
 
 pytestmark = pytest.mark.timeout(300)
 support.share_compilation_cache()
@@ -34,7 +35,7 @@ def _rows(run_dir, kind="train"):
 
 
 def _params(run_dir, step):
-  return checkpointing.restore_params(os.path.join(run_dir, "checkpoints", str(step), "params"))
+  return train_checkpoints.restore_params(os.path.join(run_dir, "checkpoints", str(step), "params"))
 
 
 _EXTRA = ("SAVING_PERIOD = 2\nEVAL_PERIOD = 100\n"
@@ -75,7 +76,7 @@ def test_pulse_writes_run_dir(full_run):
   assert {"loss/tiny_add_label_gt_byte", "loss/tiny_add_rationale_byte", "tiny_add_label_gt_byte/accuracy",
           "accuracy"} <= set(ev)
   assert out["eval"]["tiny_add_label_gt_byte/num_examples"] == 8
-  assert checkpointing.Checkpointer(str(run_dir / "checkpoints")).all_steps() == [2, 4, 6]
+  assert train_checkpoints.Checkpointer(str(run_dir / "checkpoints")).all_steps() == [2, 4, 6]
   prov = json.loads((run_dir / "provenance.json").read_text())
   assert set(prov["tasks"]) == {"tiny_add_label_gt_byte", "tiny_add_rationale_byte"}
   assert prov["tasks"]["tiny_add_label_gt_byte"]["num_input_examples"]["train"] == 256
@@ -83,7 +84,7 @@ def test_pulse_writes_run_dir(full_run):
   assert set(experiment.ENV_SETTINGS) <= set(prov["environment"])
   assert prov["environment"]["DSBS_TFDS_DIR"] == "/nonexistent/tfds"  # set by the fixture
   exp = json.loads((run_dir / "experiment.json").read_text())
-  assert exp["student"] == "tiny" and exp["train_steps"] == 6
+  assert exp["student"] == "test_tiny" and exp["train_steps"] == 6
   assert exp["mixture_or_task_name"] == support.MIXTURE and exp["model_dir"] == str(run_dir)
   assert exp["pack"] is False and exp["dataset"] == "tiny_add"
   cfg = json.loads((run_dir / "model_config.json").read_text())
@@ -92,7 +93,6 @@ def test_pulse_writes_run_dir(full_run):
 
 def test_paper_loss_normalisation():
   """batch_loss = a * L_label + (1 - a) * L_rationale with the converter's weights."""
-  from dsbs.seqio_ext import feature_converters as fc
   rng = np.random.default_rng(0)
   logits = rng.normal(size=(2, 5, 11)).astype(np.float32)
   targets = np.array([[3, 4, 1, 0, 0], [5, 6, 7, 8, 1]], np.int32)
@@ -127,7 +127,7 @@ def test_sigkill_resume_equals_uninterrupted(full_run, tmp_path):
     assert run_worker.wait_for(marker, group, timeout=240), group.tail()
     group.kill(0)
     assert group.wait(30) == [-9], group.tail()
-  assert checkpointing.Checkpointer(str(run_dir / "checkpoints")).latest_step() in (2, 4)
+  assert train_checkpoints.Checkpointer(str(run_dir / "checkpoints")).latest_step() in (2, 4)
   train.main([f"--gin_file={gin_file}", f"--model_dir={run_dir}"])  # resumes
   a, b = _params(full_run[0], 6), _params(run_dir, 6)
   jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
@@ -153,7 +153,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
   with pytest.raises(train.NonFiniteLossError, match=r"NaN/Inf between step 2 and step 4.*step 2"):
     train.main([f"--gin_file={gin_file}", f"--model_dir={tmp_path / 'nan'}"],
                wrap_input=_poison_from(4))
-  ckpt = checkpointing.Checkpointer(str(tmp_path / "nan" / "checkpoints"))
+  ckpt = train_checkpoints.Checkpointer(str(tmp_path / "nan" / "checkpoints"))
   assert ckpt.all_steps() == [2]
   params = _params(tmp_path / "nan", 2)
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params))
@@ -164,7 +164,7 @@ import json, os, sys
 import gin, numpy as np
 import jax
 assert jax.device_count() == 8
-import test_train_support as support
+import train_fixtures as support
 from dsbs import train
 losses = {}
 for name, binds in [("1x1", ["TrainConfig.mesh_devices=1"]),

@@ -6,8 +6,9 @@ import sys
 import gin
 import pytest
 
-import test_train_support as support
+import train_fixtures as support
 from dsbs import experiment
+from dsbs import preflight
 from dsbs import train
 from dsbs.seqio_ext import feature_converters
 
@@ -29,7 +30,7 @@ def _write(tmp_path, name, text):
 _TINY = """
 DATASET = 'arith'
 VOCAB = 'byte'
-STUDENT = 'tiny'
+STUDENT = 'smoke'
 TASK_FEATURE_LENGTHS = {'inputs': 64, 'targets': 32}
 TRAIN_STEPS = 10
 """
@@ -60,7 +61,7 @@ optim.OptimizerConfig.name = 'adamw'
   assert not stand_ins  # the T5X stand-ins are gone after the parse
   cfg = train.TrainConfig()
   assert cfg.log_period == 7 and cfg.optimizer.name == "adamw"
-  assert train._initial_step(exp.initial_checkpoint_path) == 1_000_000
+  assert preflight.initial_step(exp.initial_checkpoint_path) == 1_000_000
 
 
 def test_two_readings_of_one_definition_are_equal(tmp_path):
@@ -93,7 +94,7 @@ def test_mixture_or_task_name_cannot_contradict_the_experiment():
 
 def test_dataset_names_with_underscores(tmp_path):
   args, bindings = train.parse_flags(["--dataset=tiny_add", "--gin_file=gin_configs/default.gin"])
-  loaded = experiment.load(args.gin_file, bindings + ["MIXTURE_OR_TASK_MODULE = 'test_train_support'"])
+  loaded = experiment.load(args.gin_file, bindings + ["MIXTURE_OR_TASK_MODULE = 'train_fixtures'"])
   assert loaded.experiment.dataset == "tiny_add"
   assert loaded.experiment.mixture_or_task_name == support.MIXTURE
 
@@ -144,7 +145,7 @@ def test_bad_experiments_name_the_macro_and_what_is_allowed(bindings, match):
 
 def test_missing_required_macros_and_files(tmp_path):
   with pytest.raises(experiment.ExperimentError, match=r"DATASET is not set.*--gin.DATASET"):
-    experiment.load([_write(tmp_path, "e.gin", "STUDENT = 'tiny'\nVOCAB = 'byte'\n")])
+    experiment.load([_write(tmp_path, "e.gin", "STUDENT = 'smoke'\nVOCAB = 'byte'\n")])
   with pytest.raises(experiment.ExperimentError, match=r"gin file 'nope.gin' not found"):
     experiment.load(["nope.gin"])
 
@@ -153,7 +154,7 @@ def test_every_shipped_experiment_loads_and_names_a_registered_task():
   import seqio  # pylint: disable=g-import-not-at-top
   names = sorted(p for p in os.listdir(os.path.join(REPO, "gin_configs"))
                  if p.endswith(".gin") and not p.startswith("model_")
-                 and (p in ("default.gin", "tiny_offline.gin")
+                 and (p in ("default.gin", "smoke_offline.gin")
                                             or p.split("_")[-1][:-4] in ("220m", "770m", "3b",
                                                                         "11b")))
   assert len(names) == 18

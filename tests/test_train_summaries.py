@@ -3,6 +3,7 @@ import glob
 import json
 
 import pytest
+import tensorflow as tf
 
 from dsbs import summaries
 
@@ -19,7 +20,6 @@ def test_jsonl_and_tensorboard(tmp_path):
   assert rows[0]["step"] == 5 and rows[0]["loss"] == 2.5 and rows[0]["kind"] == "train"
   assert rows[1]["loss"] == "nan"  # kept visible, valid JSON
   assert rows[2] == {"step": 6, "kind": "eval", "accuracy": 12.5}
-  import tensorflow as tf
   seen = {}
   for kind in ("train", "eval"):
     for f in glob.glob(str(tmp_path / "tb" / kind / "*")):

@@ -13,7 +13,8 @@ import json
 import logging
 import sys
 
-from dsbs.data import benchmarks
+from dsbs.data import benchmarks, datadir, loader, record, released, stats
+from dsbs.data.record import RecordError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,9 +38,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
-  from dsbs.data import loader, record, stats  # pylint: disable=g-import-not-at-top
-
   if args.command == "prepare":
+    # TensorFlow Datasets (seconds to import) only for this subcommand
     from dsbs.data import tfds_builders  # pylint: disable=g-import-not-at-top
 
     out = tfds_builders.prepare(args.dataset, tfds_dir=args.tfds_dir, data_dir=args.data_dir)
@@ -60,8 +60,6 @@ def _run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-  from dsbs.data import datadir, released  # pylint: disable=g-import-not-at-top
-  from dsbs.data.record import RecordError  # pylint: disable=g-import-not-at-top
 
   try:
     _run(args)

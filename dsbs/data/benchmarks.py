@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping
 
-from dsbs.data import parse
+from dsbs.data import arithmetic, parse
 
 DATASETS = ("anli1", "esnli", "cqa", "svamp")
 SYNTHETIC = ("arith",)
@@ -85,8 +85,6 @@ def _svamp_input(row: Mapping[str, Any]) -> str:
 
 
 def _svamp_label(row: Mapping[str, Any]) -> str:
-  from dsbs.data import arithmetic  # pylint: disable=g-import-not-at-top
-
   label = _get(row, "label").strip()
   try:
     arithmetic.evaluate(label)
@@ -118,7 +116,7 @@ class DatasetSpec:
 
   Attributes:
     name: the dataset name used everywhere (file names, task names, CLI).
-    kind: the parser kind (see `dsbs.data.parse.KINDS`).
+    kind: the parser kind (see `dsbs.data.parse.ANSWER_KINDS`).
     label_space: the closed label set, or None (per-row choices, expressions, numbers).
     format_input: released row -> Example.input (no task prefix).
     gold_label: released row -> gold label string in the label space.

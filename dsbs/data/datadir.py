@@ -3,7 +3,7 @@
 Order: the `--data_dir` flag, else `$DSBS_DATA_DIR`, else `$XDG_CACHE_HOME/dsbs/data` (default
 `~/.cache/dsbs/data`), which is filled on first use by downloading the upstream `datasets.zip`
 (or `$DSBS_DATA_URL`, a mirror).
-Local and gs:// paths both work (gs:// through `dsbs.data.io`; nothing is downloaded there).
+Local and gs:// paths both work (gs:// through `dsbs.fileio`; nothing is downloaded there).
 
 Integrity: the zip's own sha256 is not known offline when this was written, so
 `RELEASE_ZIP_SHA256` is None by default and the user can pin it with `$DSBS_DATA_SHA256`
@@ -23,7 +23,7 @@ import urllib.request
 import zipfile
 from typing import Mapping
 
-from dsbs.data import io
+from dsbs import fileio
 
 RELEASE_URL = "https://github.com/google-research/distilling-step-by-step/raw/main/datasets.zip"
 RELEASE_ZIP_SHA256: str | None = None  # unknown offline; set $DSBS_DATA_SHA256 to pin it.
@@ -97,6 +97,11 @@ RELEASE_MANIFEST: dict[str, str] = {
 }
 
 
+# `python -m dsbs.train` has no data flag: the environment variable is the one way every program
+# shares, so the messages name it first.
+_FLAG_NOTE = "python -m dsbs.data and dsbs.teacher also take --data_dir"
+
+
 class DataDirError(RuntimeError):
   """No usable data dir: nothing configured and the download failed."""
 
@@ -108,7 +113,7 @@ def cache_dir() -> str:
 
 
 def _has_release(path: str) -> bool:
-  return any(io.exists(os.path.join(path, m)) for m in _MARKERS)
+  return any(fileio.exists(os.path.join(path, m)) for m in _MARKERS)
 
 
 def sha256_file(path: str) -> str:
@@ -181,7 +186,7 @@ def download_release(
     except (urllib.error.URLError, OSError, ValueError) as e:
       raise DataDirError(
           f"could not download {url} ({e}); download it yourself, unzip it and set "
-          f"{ENV_DATA_DIR} (or --data_dir) to the folder holding 'svamp/', 'cqa/', ...") from None
+          f"{ENV_DATA_DIR} to the folder holding 'svamp/', 'cqa/', ... ({_FLAG_NOTE})") from None
     if sha256 and digest != sha256.lower():
       raise DataDirError(f"{url}: sha256 {digest} does not match the pinned {sha256}")
     logging.info("downloaded %s (sha256 %s)", url, digest)
@@ -209,7 +214,7 @@ def resolve_data_dir(flag: str | None = None, *, download: bool = True) -> str:
   """The released-data dir: flag, else $DSBS_DATA_DIR, else the user cache (downloaded once)."""
   for source, value in (("--data_dir", flag), (ENV_DATA_DIR, os.environ.get(ENV_DATA_DIR))):
     if value:
-      if not io.exists(value):
+      if not fileio.exists(value):
         raise DataDirError(f"{source}={value!r} does not exist")
       return value
   cached = cache_dir()
@@ -217,7 +222,7 @@ def resolve_data_dir(flag: str | None = None, *, download: bool = True) -> str:
     return cached
   if not download:
     raise DataDirError(
-        f"no data dir: set {ENV_DATA_DIR} or --data_dir, or allow the download of {RELEASE_URL} "
+        f"no data dir: set {ENV_DATA_DIR} ({_FLAG_NOTE}), or allow the download of {RELEASE_URL} "
         f"into {cached}")
   url = os.environ.get(ENV_URL) or RELEASE_URL
   logging.warning("no data dir configured: downloading %s into %s", url, cached)

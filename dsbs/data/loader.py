@@ -1,7 +1,7 @@
 """`load_examples(dataset, split)`: the one entry point for canonical examples of any dataset."""
 from __future__ import annotations
 
-from dsbs.data import benchmarks
+from dsbs.data import benchmarks, datadir, released, synthetic
 from dsbs.data.record import Example
 
 
@@ -20,10 +20,6 @@ def load_examples(dataset: str, split: str, data_dir: str | None = None) -> list
   if split not in benchmarks.SPLITS:
     raise ValueError(f"unknown split {split!r}; expected one of {benchmarks.SPLITS}")
   if dataset in benchmarks.SYNTHETIC:
-    from dsbs.data import synthetic  # pylint: disable=g-import-not-at-top
-
     return synthetic.load_split(split)
-  from dsbs.data import datadir, released  # pylint: disable=g-import-not-at-top
-
   benchmarks.get_spec(dataset)  # fail on an unknown name before touching the data dir
   return released.load_released(dataset, split, datadir.resolve_data_dir(data_dir))

@@ -40,7 +40,9 @@ from typing import Mapping, Sequence
 from dsbs.data import arithmetic
 from dsbs.data.record import EMPTY_RATIONALE, NO_ANSWER, NO_TEACHER, OK, UNMAPPED_LABEL
 
-KINDS = ("classification", "multiple_choice", "arithmetic", "numeric")
+# The label-space kinds whose answers the teacher-output parser maps (a task may also have
+# free-text labels: see `dsbs.seqio_ext.postprocessors.LABEL_KINDS`).
+ANSWER_KINDS = ("classification", "multiple_choice", "arithmetic", "numeric")
 
 _FOLLOW_UP = re.compile(
     r"\n[ \t]*\n|\n(?=[ \t]*(?:Q|Question|Premise|Hypothesis|Context|Input|Answer Choices|Passage)"
@@ -192,7 +194,7 @@ def map_answer(
     if kind == "arithmetic":
       return arithmetic.to_gold_format(node)
     return format_number(arithmetic.evaluate_node(node))
-  raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+  raise ValueError(f"unknown kind {kind!r}; expected one of {ANSWER_KINDS}")
 
 
 def parse_output(
@@ -209,14 +211,14 @@ def parse_output(
     text: the raw continuation after the prompt (None when there is no teacher output).
     label_space: the allowed labels for kind="classification" (None: any answer text).
     choices: the row's answer choices for kind="multiple_choice".
-    kind: one of KINDS.
+    kind: one of ANSWER_KINDS.
     aliases: extra answer words mapped to labels (e.g. {"contradicts": "contradiction"}).
 
   Returns:
     A ParseResult; never raises on odd text, only on an invalid call.
   """
-  if kind not in KINDS:
-    raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+  if kind not in ANSWER_KINDS:
+    raise ValueError(f"unknown kind {kind!r}; expected one of {ANSWER_KINDS}")
   if kind == "multiple_choice" and not choices:
     raise ValueError("kind='multiple_choice' needs the row's choices")
   if text is None:

@@ -10,6 +10,8 @@ import dataclasses
 import json
 from typing import Any, Iterable, Iterator
 
+from dsbs import fileio
+
 # Parse status of the teacher output. Only OK records train the rationale / teacher-label tasks;
 # the rest are kept, counted and reported (see README, "Unparseable teacher outputs").
 OK = "ok"
@@ -85,9 +87,7 @@ def iter_json_objects(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
 
   A line that is not valid JSON, or not a JSON object, raises RecordError naming file and line.
   """
-  from dsbs.data import io  # pylint: disable=g-import-not-at-top
-
-  with io.open_text(path) as f:
+  with fileio.open_text(path) as f:
     for line_no, line in enumerate(f, start=1):
       if not line.strip():
         continue
@@ -108,10 +108,8 @@ def read_jsonl(path: str) -> Iterator[Example]:
 
 def write_jsonl(path: str, examples: Iterable[Example]) -> int:
   """Writes records atomically (temp file + rename); returns the count."""
-  from dsbs.data import io  # pylint: disable=g-import-not-at-top
-
   n = 0
-  with io.atomic_write_text(path) as f:
+  with fileio.atomic_write_text(path) as f:
     for ex in examples:
       f.write(ex.to_json() + "\n")
       n += 1

@@ -23,12 +23,15 @@ import os
 import re
 from typing import Any
 
-from dsbs.data import benchmarks, io
+from dsbs import fileio
+from dsbs.data import benchmarks
 from dsbs.data.datadir import RELEASE_URL
 from dsbs.data.record import NO_TEACHER, Example, RecordError, iter_json_objects
 
 VALIDATION_FRACTION = 0.1
 VALIDATION_SALT = "dsbs-validation-v1"
+VALIDATION_RULE = (f"the {VALIDATION_FRACTION:.0%} of train whose "
+                   f"sha256(\"{VALIDATION_SALT}:\" + id) sorts last (train excludes them)")
 
 _CHUNK = re.compile(r"^(train|valid|test)_CoT_(\d+)\.json$")
 
@@ -39,7 +42,8 @@ class MissingSplitError(FileNotFoundError):
   def __init__(self, dataset: str, split: str, path: str):
     super().__init__(
         f"{dataset} split {split!r} needs {path}, which does not exist. Get the full release "
-        f"({RELEASE_URL}), unzip it and point --data_dir or DSBS_DATA_DIR at the folder holding "
+        f"({RELEASE_URL}), unzip it and point DSBS_DATA_DIR (or the --data_dir flag of "
+        f"dsbs.data and dsbs.teacher) at the folder holding "
         f"'{dataset}/'."
     )
     self.dataset, self.split, self.path = dataset, split, path
@@ -60,10 +64,10 @@ def read_rows(path: str) -> list[dict[str, Any]]:
 def teacher_files(data_dir: str, dataset: str, file_split: str) -> list[str]:
   """The chunk files of a split's teacher outputs, in chunk order; [] when there are none."""
   llm_dir = os.path.join(data_dir, dataset, "llm")
-  if not io.exists(llm_dir):
+  if not fileio.exists(llm_dir):
     return []
   chunks = []
-  for name in io.listdir(llm_dir):
+  for name in fileio.listdir(llm_dir):
     m = _CHUNK.match(name)
     if m and m.group(1) == file_split:
       chunks.append((int(m.group(2)), os.path.join(llm_dir, name)))
@@ -78,7 +82,7 @@ def read_teacher_outputs(paths: list[str]) -> list[str | None]:
   """Concatenates the chunked JSON lists; each item must be a string (or null)."""
   texts: list[str | None] = []
   for path in paths:
-    with io.open_text(path) as f:
+    with fileio.open_text(path) as f:
       try:
         items = json.load(f)
       except json.JSONDecodeError as e:
@@ -128,7 +132,7 @@ def read_split_file(data_dir: str, dataset: str, file_split: str) -> list[Exampl
   """All examples of one released split file, with their parsed teacher outputs."""
   spec = benchmarks.get_spec(dataset)
   path = split_path(data_dir, dataset, file_split)
-  if not io.exists(path):
+  if not fileio.exists(path):
     raise MissingSplitError(dataset, file_split, path)
   rows = read_rows(path)
   chunk_paths = teacher_files(data_dir, dataset, file_split)
@@ -174,6 +178,6 @@ def available_splits(dataset: str, data_dir: str) -> list[str]:
   out = []
   for split in benchmarks.SPLITS:
     file_split = spec.files[split] or spec.files["train"]
-    if io.exists(split_path(data_dir, dataset, file_split)):
+    if fileio.exists(split_path(data_dir, dataset, file_split)):
       out.append(split)
   return out

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import tensorflow_datasets as tfds
 
-from dsbs.data import benchmarks, released, synthetic
+from dsbs.data import benchmarks, datadir, released, synthetic
 from dsbs.data.record import Example
 
 TEXT_FIELDS = ("id", "input", "label", "teacher_label", "rationale", "parse_status", "meta")
@@ -134,8 +134,6 @@ def prepare(dataset: str, *, tfds_dir: str | None = None, data_dir: str | None =
   builder = BUILDERS[dataset](data_dir=tfds_dir)
   config = None
   if dataset != "arith":
-    from dsbs.data import datadir  # pylint: disable=g-import-not-at-top
-
     config = tfds.download.DownloadConfig(manual_dir=datadir.resolve_data_dir(data_dir))
   builder.download_and_prepare(download_config=config)
   return str(builder.data_dir)

@@ -1,7 +1,7 @@
-"""The T5 student: config, Flax network (T5X-compatible), partitioning, checkpoints."""
+"""The T5 student: config, Flax layers and network (T5X-compatible), partitioning, checkpoints."""
 from dsbs.model.config import CONFIGS, T5Config, get_config
+from dsbs.model.network import Transformer, init_params
 from dsbs.model.partitioning import logical_axis_rules, make_mesh, param_shardings
-from dsbs.model.t5 import Transformer, init_params, shift_right
 
-__all__ = ["CONFIGS", "T5Config", "get_config", "Transformer", "init_params", "shift_right",
+__all__ = ["CONFIGS", "T5Config", "get_config", "Transformer", "init_params",
            "logical_axis_rules", "make_mesh", "param_shardings"]

@@ -32,7 +32,6 @@ class T5Config:
   # Tied output head (original T5): logits = decoder_out @ embedding.T / sqrt(emb_dim).
   logits_via_embedding: bool = False
   dtype: str = "bfloat16"  # compute dtype; parameters are always float32
-  param_dtype: str = "float32"
   relative_attention_num_buckets: int = 32
   relative_attention_max_distance: int = 128
   float32_attention_logits: bool = True
@@ -60,8 +59,6 @@ class T5Config:
       raise ValueError("T5Config.relative_attention_num_buckets must be even (bidirectional split)")
     if self.dtype not in ("bfloat16", "float32", "float16"):
       raise ValueError(f"T5Config.dtype: {self.dtype!r} not in bfloat16/float32/float16")
-    if self.param_dtype != "float32":
-      raise ValueError("T5Config.param_dtype: only float32 parameters are supported")
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ValueError(f"T5Config.dropout_rate must be in [0, 1), got {self.dropout_rate}")
 
@@ -80,6 +77,9 @@ def _t5_original(emb, heads, layers, mlp, head_dim=64) -> T5Config:
                   mlp_activations=("relu",), logits_via_embedding=True)
 
 
+_TEST_TINY = T5Config(vocab_size=256, emb_dim=64, num_heads=4, num_encoder_layers=2,
+                      num_decoder_layers=2, head_dim=16, mlp_dim=128, dtype="float32")
+
 CONFIGS: dict[str, T5Config] = {
     "t5_1_1_small": _t5_1_1(512, 6, 8, 1024),
     "t5_1_1_base": _t5_1_1(768, 12, 12, 2048),
@@ -91,9 +91,15 @@ CONFIGS: dict[str, T5Config] = {
     "t5_large": _t5_original(1024, 16, 24, 4096),
     "t5_3b": _t5_original(1024, 32, 24, 16384, head_dim=128),
     "t5_11b": _t5_original(1024, 128, 24, 65536, head_dim=128),
-    # A few hundred thousand parameters: unit tests and smoke runs on CPU.
-    "tiny": T5Config(vocab_size=256, emb_dim=64, num_heads=4, num_encoder_layers=2,
-                     num_decoder_layers=2, head_dim=16, mlp_dim=128, dtype="float32"),
+    # ~230K parameters: the unit tests' network (dsbs.testing.tiny_config).
+    "test_tiny": _TEST_TINY,
+    # The same with a byte vocabulary (259 ids in 384 rows): the offline smoke run of both
+    # engines, gin_configs/smoke_offline.gin (T5X's side in gin_configs/model_smoke.gin).
+    "smoke": dataclasses.replace(_TEST_TINY, vocab_size=384),
+    # The main job's student (gin_configs/default.gin): d_model 128, 2+2 layers, 4 heads of
+    # 32, MLP 256, byte vocabulary in 384 rows; 0.89M parameters.
+    "default_student": dataclasses.replace(_TEST_TINY, vocab_size=384, emb_dim=128,
+                                           head_dim=32, mlp_dim=256),
     # T5 1.1 architecture at t5-small width with a byte-sized vocabulary: throughput benchmarks.
     "bench_small": T5Config(vocab_size=384, emb_dim=512, num_heads=6, num_encoder_layers=8,
                             num_decoder_layers=8, head_dim=64, mlp_dim=1024, dtype="float32"),
@@ -111,6 +117,15 @@ def get_config(name: str = "t5_1_1_small", **overrides: Any) -> T5Config:
   if bad:
     raise TypeError(f"get_config({name!r}): unknown T5Config fields {bad}")
   return dataclasses.replace(CONFIGS[name], **overrides)
+
+
+def from_dict(fields: dict[str, Any]) -> T5Config:
+  """A T5Config from its `dataclasses.asdict` form (a run's model_config.json). Run dirs written
+  before `param_dtype` was removed carry it as "float32", the only value it ever took."""
+  fields = dict(fields)
+  if fields.pop("param_dtype", "float32") != "float32":
+    raise ValueError("model config: parameters are always float32")
+  return T5Config(**fields)
 
 
 gin.external_configurable(T5Config, module="dsbs.model")

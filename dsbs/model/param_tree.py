@@ -15,6 +15,7 @@ import numpy as np
 from flax import linen as nn
 
 from dsbs.model.config import T5Config
+from dsbs.model.network import init_params
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -43,7 +44,6 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
 
 def expected_shapes(config: T5Config) -> dict[str, tuple[int, ...]]:
   """Flat name -> shape of every parameter `config` defines (no compute: eval_shape)."""
-  from dsbs.model.t5 import init_params  # pylint: disable=g-import-not-at-top
   abstract = jax.eval_shape(lambda rng: init_params(config, rng), jax.random.PRNGKey(0))
   return {k: tuple(v.shape) for k, v in flatten(nn.unbox(abstract)).items()}
 

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 from flax import linen as nn
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 Rules = tuple[tuple[str, Any], ...]
@@ -69,16 +70,10 @@ def make_mesh(data: int = -1, model: int = 1,
   if data * model != n:
     raise ValueError(f"make_mesh: data*model = {data}*{model} != {n} devices")
   try:  # topology-aware placement on TPU/GPU slices
-    from jax.experimental import mesh_utils  # pylint: disable=g-import-not-at-top
     grid = mesh_utils.create_device_mesh((data, model), devices=devices)
   except (ValueError, NotImplementedError, AssertionError):
     grid = np.asarray(devices).reshape(data, model)
   return Mesh(grid, (DATA, MODEL))
-
-
-def logical_to_spec(logical: Sequence[str | None], rules: Rules) -> PartitionSpec:
-  """Maps one tuple of logical axis names to a mesh PartitionSpec."""
-  return nn.logical_to_mesh_axes(tuple(logical), rules)
 
 
 def param_shardings(abstract_params: Any, mesh: Mesh, rules: Rules) -> Any:

@@ -52,8 +52,8 @@ import gin
 import seqio
 import tensorflow as tf
 
-from dsbs.losses import (LABEL, LOSS_MODES, RATIONALE, SINGLE, kind_coefficients, loss_normalizer,
-                         num_examples)
+from dsbs.losses import (LABEL, LOSS_MODES, PAPER_ALPHA, RATIONALE, SINGLE, kind_coefficients,
+                         loss_normalizer, num_examples)
 
 __all__ = ["DsbsEncDecFeatureConverter", "LABEL", "LOSS_MODES", "RATIONALE", "SINGLE",
            "TASK_KIND_FEATURE", "kind_coefficients", "loss_normalizer", "num_examples"]
@@ -77,7 +77,7 @@ class DsbsEncDecFeatureConverter(seqio.EncDecFeatureConverter):
       "decoder_loss_weights": seqio.FeatureConverter.FeatureSpec(dtype=tf.float32),
   }
 
-  def __init__(self, pack: bool = True, alpha: float = 0.5, loss_mode: str = "paper",
+  def __init__(self, pack: bool = True, alpha: float = PAPER_ALPHA, loss_mode: str = "paper",
                emit_task_kind: bool = False, **kwargs: Any):
     if not 0.0 <= float(alpha) <= 1.0:
       raise ValueError(f"alpha must be in [0, 1], got {alpha}")

@@ -16,12 +16,16 @@ whereas the teacher parser must handle free-form LLM text.
 """
 from __future__ import annotations
 
+import functools
 import re
 import string
 import unicodedata
 from typing import Any, Callable, Sequence
 
-KINDS = ("classification", "multiple_choice", "arithmetic", "numeric", "free")
+from dsbs.data.parse import ANSWER_KINDS
+
+# Every label-space kind a task may have: the teacher parser's, and "free" text labels.
+LABEL_KINDS = ANSWER_KINDS + ("free",)
 _WS = re.compile(r"\s+")
 _EDGE_PUNCT = string.punctuation.replace("(", "").replace(")", "") + "\u201c\u201d\u2018\u2019"
 _COT = re.compile(r"so\s+the\s+answer\s+is\s*:?", re.IGNORECASE)
@@ -63,9 +67,9 @@ def to_label(text: Any, *, kind: str, label_space: Sequence[str] | None = None) 
     if first in words:
       return words[first]
     return norm
-  if kind in KINDS:
+  if kind in LABEL_KINDS:
     return norm
-  raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+  raise ValueError(f"unknown kind {kind!r}; expected one of {LABEL_KINDS}")
 
 
 def postprocess(text: Any, example: Any = None, is_target: bool = False, *, kind: str,
@@ -80,9 +84,7 @@ def postprocess(text: Any, example: Any = None, is_target: bool = False, *, kind
 def make_postprocessor(kind: str, label_space: Sequence[str] | None = None,
                        cot: bool = False) -> Callable[..., str]:
   """A picklable SeqIO postprocess_fn for one task."""
-  import functools  # pylint: disable=g-import-not-at-top
-
-  if kind not in KINDS:
-    raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+  if kind not in LABEL_KINDS:
+    raise ValueError(f"unknown kind {kind!r}; expected one of {LABEL_KINDS}")
   space = tuple(label_space) if label_space else None
   return functools.partial(postprocess, kind=kind, label_space=space, cot=cot)

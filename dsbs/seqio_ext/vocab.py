@@ -24,6 +24,11 @@ import sys
 import tempfile
 from typing import Iterable, Iterator, Sequence
 
+import sentencepiece as spm
+
+import dsbs.data
+from dsbs import fileio
+
 T5_SPM_PATH = "gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model"
 T5_EXTRA_IDS = 0  # the .100extra model file already holds the sentinels
 ENV_VAR = "DSBS_VOCAB"
@@ -50,6 +55,8 @@ def _split_extra_ids(spec: str) -> tuple[str, int]:
 
 @functools.lru_cache(maxsize=None)
 def _cached(spec: str):
+  # SeqIO (~6 s to import) only when a vocabulary is built: the SentencePiece training command
+  # of this module needs none
   import seqio  # pylint: disable=g-import-not-at-top
 
   if spec == "t5":
@@ -61,11 +68,9 @@ def _cached(spec: str):
     raise ValueError(
         f"unknown vocabulary spec {spec!r}: expected 't5', 'byte' or a SentencePiece "
         "'.model' path (local or gs://)")
-  from dsbs.data import io  # pylint: disable=g-import-not-at-top
-
-  if not io.is_remote(path) and not os.path.exists(path):
+  if not fileio.is_remote(path) and not os.path.exists(path):
     raise FileNotFoundError(f"vocabulary spec {spec!r}: no such file {path}")
-  if not io.is_remote(path):
+  if not fileio.is_remote(path):
     path = os.path.abspath(path)
   return seqio.SentencePieceVocabulary(path, extra_ids=extra)
 
@@ -106,10 +111,6 @@ def train_sentencepiece(lines: Iterable[str], output: str, vocab_size: int,
   `byte_fallback` spells characters unseen in training as UTF-8 bytes instead of unk (adds 256
   pieces, so vocab_size must exceed 256 + the pieces wanted).
   """
-  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
-
-  from dsbs.data import io  # pylint: disable=g-import-not-at-top
-
   if not output.endswith(".model"):
     raise ValueError(f"--output must end with .model, got {output!r}")
   lines = [l.replace("\n", " ").strip() for l in lines]
@@ -128,22 +129,21 @@ def train_sentencepiece(lines: Iterable[str], output: str, vocab_size: int,
       blob = f.read()
   parent = os.path.dirname(output)
   if parent:
-    io.makedirs(parent)
-  with io.open_bytes(output, "wb") as f:
+    fileio.makedirs(parent)
+  with fileio.open_bytes(output, "wb") as f:
     f.write(blob)
   return output
 
 
 def _examples_for(args: argparse.Namespace) -> list[object]:
   if args.jsonl:
+    # dsbs.tasks imports this module (and SeqIO): imported here
     from dsbs.tasks import user  # pylint: disable=g-import-not-at-top
 
     out = []
     for path in args.jsonl:
       out.extend(user.read_user_jsonl(path))
     return out
-  import dsbs.data  # pylint: disable=g-import-not-at-top
-
   return list(dsbs.data.load_examples(args.dataset, args.split, data_dir=args.data_dir))
 
 

@@ -7,8 +7,8 @@
   python -m dsbs.teacher fake-server --port=8000     # an offline OpenAI-compatible stand-in
 
 Exit status: 0 done; 1 done but some requests failed for good (rerun the same command to retry
-only those); 2 bad usage or an endpoint that refuses every request; 130 interrupted (rerun to
-resume: completed responses are cached).
+only those); 2 bad usage, an endpoint that refuses every request, or an address where nothing
+answers; 130 interrupted (rerun to resume: completed responses are cached).
 """
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ import json
 import os
 import sys
 from typing import Sequence
+
+from dsbs.data import benchmarks
+from dsbs.teacher import client as client_lib
+from dsbs.teacher import fake_server, filters, generate, inputs, prompts
 
 _DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 
@@ -93,7 +97,6 @@ class UsageError(Exception):
 
 
 def _load_prompt(args: argparse.Namespace):
-  from dsbs.teacher import prompts  # pylint: disable=g-import-not-at-top
 
   if args.prompt_file:
     return prompts.load(args.prompt_file)
@@ -108,7 +111,6 @@ def _load_prompt(args: argparse.Namespace):
 
 def _check_prompt_fits_dataset(prompt, dataset: str | None) -> None:
   """A prompt must teach the dataset's answer kind and label set, or nothing would parse."""
-  from dsbs.data import benchmarks  # pylint: disable=g-import-not-at-top
 
   if dataset not in benchmarks.ALL_DATASETS:
     return
@@ -120,8 +122,6 @@ def _check_prompt_fits_dataset(prompt, dataset: str | None) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
-  from dsbs.teacher import client as client_lib  # pylint: disable=g-import-not-at-top
-  from dsbs.teacher import filters, generate, inputs  # pylint: disable=g-import-not-at-top
 
   if not args.input_file and not (args.dataset and args.split):
     raise UsageError("pass --dataset with --split, or --input_file")
@@ -180,6 +180,10 @@ def _generate(args: argparse.Namespace) -> int:
   try:
     result = generate.run(cfg, examples)
   except client_lib.FatalEndpointError as e:
+    if e.status is None:  # nothing answered at all
+      raise UsageError(f"--base_url={args.base_url}: {e}; start the server or fix the address "
+                       "(to try the stage offline: python -m dsbs.teacher fake-server "
+                       "--port=8000, then --base_url=http://127.0.0.1:8000/v1)") from None
     hint = ""
     if e.status in (401, 403):
       hint = (f" (check ${args.api_key_env})" if api_key else
@@ -211,7 +215,6 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _fake_server(args: argparse.Namespace) -> int:
-  from dsbs.teacher import fake_server  # pylint: disable=g-import-not-at-top
 
   fake_server.serve_forever(args.host, args.port)
   return 0

@@ -24,6 +24,8 @@ import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
 
+from aiohttp import web
+
 Responder = Callable[[str, int], str]
 
 # The answer sentence of an exemplar; "<label>" placeholders of an instruction do not match.
@@ -140,8 +142,6 @@ class FakeOpenAIServer:
       self._ready.set()
 
   async def _serve(self) -> None:
-    from aiohttp import web  # pylint: disable=g-import-not-at-top
-
     app = web.Application()
     app.router.add_post("/v1/chat/completions", self._handle)
     app.router.add_post("/v1/completions", self._handle)
@@ -172,8 +172,6 @@ class FakeOpenAIServer:
     return exemplar_style_responder(body)
 
   async def _handle(self, request):
-    from aiohttp import web  # pylint: disable=g-import-not-at-top
-
     raw = await request.read()
     try:
       body = json.loads(raw)

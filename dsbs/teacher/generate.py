@@ -19,8 +19,10 @@ import sys
 import time
 from typing import Any, Iterator, Sequence
 
-from dsbs.data import io
-from dsbs.data import record
+from tqdm import tqdm
+
+from dsbs import fileio
+from dsbs.data import arithmetic, record
 from dsbs.data.record import Example
 from dsbs.teacher import cache as cache_lib
 from dsbs.teacher import client as client_lib
@@ -91,7 +93,7 @@ class RunConfig:
   def resolved_cache_path(self) -> str:
     if self.cache_path:
       return self.cache_path
-    if io.is_remote(self.output_dir):
+    if fileio.is_remote(self.output_dir):
       raise cache_lib.CacheError("the response cache must be local: pass --cache_path when "
                                  "--output_dir is remote")
     return os.path.join(self.output_dir, "teacher_cache.sqlite")
@@ -126,8 +128,6 @@ _CHUNK = 1000
 def labels_agree(kind: str, a: str, b: str) -> bool:
   """Whether two labels are the same answer under `kind` (by value for arithmetic kinds)."""
   if kind in ("arithmetic", "numeric"):
-    from dsbs.data import arithmetic  # pylint: disable=g-import-not-at-top
-
     return arithmetic.expressions_equal(a, b)
   return a.strip().casefold() == b.strip().casefold()
 
@@ -193,7 +193,6 @@ class _Progress:
     self.stats, self.failed = stats, 0
     self.bar = None
     if enabled and total:
-      from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
       self.bar = tqdm(total=total, unit="sample", file=sys.stderr, dynamic_ncols=True,
                       desc="teacher")
@@ -336,7 +335,7 @@ def run(cfg: RunConfig, examples: Sequence[Example]) -> RunResult:
   stats = client_lib.ClientStats()
   keys = _keys(cfg, examples)
   cache_path = cfg.resolved_cache_path()
-  io.makedirs(cfg.output_dir)
+  fileio.makedirs(cfg.output_dir)
   base = cfg.output_dir.rstrip("/") + "/" + cfg.split
   records_path, filtered_path = base + ".jsonl", base + ".filtered.jsonl"
   tally = filters_lib.Tally()
@@ -354,8 +353,8 @@ def run(cfg: RunConfig, examples: Sequence[Example]) -> RunResult:
     finally:
       progress.close()
     # Rebuild both outputs from the cache, a chunk of inputs at a time.
-    with io.atomic_write_text(records_path) as kept_f, \
-        io.atomic_write_text(filtered_path) as dropped_f:
+    with fileio.atomic_write_text(records_path) as kept_f, \
+        fileio.atomic_write_text(filtered_path) as dropped_f:
       for start in range(0, len(examples), _CHUNK):
         chunk_keys = keys[start:start + _CHUNK]
         samples = cache.get_many([k for ks in chunk_keys for k in ks])

@@ -12,8 +12,8 @@ import hashlib
 import os
 from typing import Sequence
 
-from dsbs.data import io
-from dsbs.data import record
+from dsbs import fileio
+from dsbs.data import loader, record
 from dsbs.data.record import Example, RecordError
 
 _USER_FIELDS = {"id", "input", "label", "choices", "meta"}
@@ -23,7 +23,7 @@ _CANONICAL_EXTRA = {"teacher_label", "rationale", "parse_status"}
 def read_user_jsonl(path: str, *, label_space: Sequence[str] | None = None,
                     needs_choices: bool = False) -> list[Example]:
   """Reads and validates a user's input file into records without teacher output."""
-  if not io.exists(path):
+  if not fileio.exists(path):
     raise RecordError(path, 0, None, "input file not found")
   stem = os.path.splitext(os.path.basename(path))[0]
   out: list[Example] = []
@@ -76,7 +76,7 @@ def read_user_jsonl(path: str, *, label_space: Sequence[str] | None = None,
 def file_sha256(path: str) -> str:
   """The sha256 of a file's bytes, for provenance."""
   h = hashlib.sha256()
-  with io.open_bytes(path) as f:
+  with fileio.open_bytes(path) as f:
     for block in iter(lambda: f.read(1 << 20), b""):
       h.update(block)
   return h.hexdigest()
@@ -84,9 +84,4 @@ def file_sha256(path: str) -> str:
 
 def load_benchmark(dataset: str, split: str, data_dir: str | None = None) -> list[Example]:
   """A released benchmark split through the data layer (`dsbs.data.load_examples`)."""
-  import dsbs.data  # pylint: disable=g-import-not-at-top
-
-  load_examples = getattr(dsbs.data, "load_examples", None)
-  if load_examples is None:
-    raise RuntimeError("dsbs.data.load_examples is not available in this install")
-  return list(load_examples(dataset, split, data_dir=data_dir))
+  return list(loader.load_examples(dataset, split, data_dir=data_dir))

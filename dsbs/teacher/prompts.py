@@ -27,8 +27,8 @@ import json
 import os
 from typing import Any, Sequence
 
-from dsbs.data import io
-from dsbs.data import parse
+from dsbs import fileio
+from dsbs.data import arithmetic, parse
 
 CHAT_STYLES = ("turns", "block")
 _DEFAULT_STOP = ("\n\nQ:", "\nQ:")
@@ -130,8 +130,6 @@ def _labels_match(kind: str, got: str | None, want: str) -> bool:
   if got is None:
     return False
   if kind == "arithmetic":
-    from dsbs.data import arithmetic  # pylint: disable=g-import-not-at-top
-
     return arithmetic.expressions_equal(got, want)
   if kind == "numeric":
     try:
@@ -149,8 +147,8 @@ def from_dict(doc: Any, *, path: str = "<dict>", sha256: str = "") -> PromptSpec
   if unknown:
     raise _fail(path, unknown[0], f"unknown field (known: {sorted(_FIELDS)})")
   kind = doc.get("kind", "classification")
-  if kind not in parse.KINDS:
-    raise _fail(path, "kind", f"{kind!r} not in {parse.KINDS}")
+  if kind not in parse.ANSWER_KINDS:
+    raise _fail(path, "kind", f"{kind!r} not in {parse.ANSWER_KINDS}")
   label_space = doc.get("label_space")
   if label_space is not None:
     if (not isinstance(label_space, list) or not label_space
@@ -216,9 +214,9 @@ def from_dict(doc: Any, *, path: str = "<dict>", sha256: str = "") -> PromptSpec
 
 def load(path: str) -> PromptSpec:
   """Reads and validates a prompt file (local or remote path)."""
-  if not io.exists(path):
+  if not fileio.exists(path):
     raise PromptError(f"{path}: prompt file not found")
-  with io.open_bytes(path) as f:
+  with fileio.open_bytes(path) as f:
     data = f.read()
   try:
     doc = json.loads(data.decode("utf-8"))

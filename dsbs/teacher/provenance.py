@@ -11,7 +11,8 @@ import json
 import urllib.parse
 from typing import Any
 
-from dsbs.data import io
+import dsbs
+from dsbs import fileio
 
 FILENAME = "provenance.json"
 
@@ -40,13 +41,11 @@ def now_iso() -> str:
 
 def write(output_dir: str, split: str, entry: dict[str, Any]) -> str:
   """Merges this split's entry into `<output_dir>/provenance.json`; returns the path."""
-  import dsbs  # pylint: disable=g-import-not-at-top
-
   path = output_dir.rstrip("/") + "/" + FILENAME
   doc: dict[str, Any] = {}
-  if io.exists(path):
+  if fileio.exists(path):
     try:
-      with io.open_text(path) as f:
+      with fileio.open_text(path) as f:
         doc = json.load(f)
     except (OSError, ValueError):
       doc = {}
@@ -54,7 +53,7 @@ def write(output_dir: str, split: str, entry: dict[str, Any]) -> str:
       doc = {}
   doc["dsbs_version"] = dsbs.__version__
   doc.setdefault("splits", {})[split] = entry
-  with io.atomic_write_text(path) as f:
+  with fileio.atomic_write_text(path) as f:
     json.dump(doc, f, indent=2, sort_keys=True, ensure_ascii=False)
     f.write("\n")
   return path

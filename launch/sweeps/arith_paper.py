@@ -1,5 +1,5 @@
 """The paper's comparison in miniature, on 2 CPU cores: every method of the paper x 4 data fractions
-x 3 seeds on the embedded `arith` set (48 cells), byte vocabulary, the tiny student, one shared
+x 3 seeds on the embedded `arith` set (48 cells), byte vocabulary, the main job's student (default_student), one shared
 step budget for every method (equal rules: the same steps, evaluation period and best-on-
 validation checkpoint selection), each cell tested on the test split.
 
@@ -12,7 +12,11 @@ fraction. The other settings come from gin_configs/default.gin (batch, lengths, 
 """
 import ml_collections
 
-STEP_BUDGET = 2000  # TRAIN_STEPS of every cell: set from the convergence measurements
+# Measured 2026-12-02 (launch.sweep probe, seed 0, 2 shared CPU cores, EVAL_PERIOD 250): validation
+# accuracy of finetune on 100% of arith climbs until step 2500 and is flat to 3000 (89.0% at 2000,
+# 90.0% at 2500-3000; test 90.6%, against 47.6% at the main job's 1000 steps); on 12.5% every
+# method peaks by 1000-1750 and then overfits (best-on-validation selection keeps the peak).
+STEP_BUDGET = 3000  # TRAIN_STEPS of every cell
 EVAL_PERIOD = 250  # validation (and checkpoint) every this many steps: the curves and the best step
 
 
@@ -23,7 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.engine = "dsbs"
   c.target = "local"
   c.gin = {"TRAIN_STEPS": STEP_BUDGET, "EVAL_PERIOD": EVAL_PERIOD, "SAVING_PERIOD": EVAL_PERIOD}
-  c.grid = {"dataset": "arith", "vocab": "byte", "student": "tiny",
+  c.grid = {"dataset": "arith", "vocab": "byte", "student": "default_student",
             "method": ["finetune", "distill", "dsbs", "dsbs_llm"],
             "fraction": [12.5, 25, 50, 100], "seed": [0, 1, 2]}
   return c

@@ -4,7 +4,8 @@ paper's 220M and 770M students) under T5X on Cloud TPU VMs, full train data, thr
 
   python -m launch.sweep run launch/sweeps/paper_methods.py --dry_run
 
-Set YOUR_BUCKET. Each cell trains gin_configs/<dataset>_<size>.gin (size from the student).
+Set the bucket (run_root, data_dir). Each cell trains gin_configs/<dataset>_<size>.gin (size
+from the student).
 """
 import ml_collections
 
@@ -16,9 +17,9 @@ def get_sweep() -> ml_collections.ConfigDict:
       name="paper-methods",
       engine="t5x",
       target="tpu",
-      run_root="gs://YOUR_BUCKET/dsbs/sweeps/paper-methods",
+      run_root="gs://my-bucket/dsbs/sweeps/paper-methods",
       tpu=dict(zone="us-central2-b", accelerator=ACCELERATOR,
-               data_dir="gs://YOUR_BUCKET/dsbs/data"),
+               data_dir="gs://my-bucket/dsbs/data"),
       grid=dict(dataset=["anli1", "cqa", "esnli", "svamp"], student=list(ACCELERATOR),
                 method=["finetune", "distill", "cot", "dsbs", "dsbs_llm"], seed=[0, 1, 2]),
   ))

@@ -1,5 +1,5 @@
 """The loop in minutes on a laptop CPU: 2 methods x 2 fractions x 2 seeds = 8 cells on the embedded
-`arith` set, the tiny byte-level student, 20 steps each (about a minute per cell on 2 cores).
+`arith` set, the main job's byte-level student (default_student), 20 steps each (about a minute per cell on 2 cores).
 At this budget the accuracies are noise; the point is the loop: run, stop, resume, report.
 
   python -m launch.sweep run launch/sweeps/tiny_local.py --sweep_dir=/tmp/tiny_sweep
@@ -16,6 +16,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.engine = "dsbs"
   c.target = "local"
   c.gin = {"TRAIN_STEPS": 20, "EVAL_PERIOD": 10, "SAVING_PERIOD": 10}
-  c.grid = {"dataset": "arith", "vocab": "byte", "student": "tiny",
+  c.grid = {"dataset": "arith", "vocab": "byte", "student": "default_student",
             "method": ["finetune", "dsbs"], "fraction": [25, 100], "seed": [0, 1]}
   return c

@@ -16,17 +16,17 @@ Preservation: the latest `keep` checkpoints are kept, plus the one with the best
 """
 from __future__ import annotations
 
-import json
-import os
 import dataclasses
+import json
+import logging
+import os
 from typing import Any, Protocol
 
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
-from dsbs import multihost
-from dsbs.data import io
+from dsbs import fileio, multihost
 
 
 PyTree = Any
@@ -75,7 +75,8 @@ class Checkpointer:
                best_mode: str = "max", async_save: bool = True):
     if best_mode not in ("max", "min"):
       raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
-    directory = directory if io.is_remote(directory) else os.path.abspath(directory)  # Orbax's need
+    if not fileio.is_remote(directory):
+      directory = os.path.abspath(directory)  # Orbax takes absolute paths only
     self.directory = directory
     self.best_metric = best_metric
     policies: list[cm.PreservationPolicy] = [cm.LatestN(n=keep)]
@@ -91,7 +92,7 @@ class Checkpointer:
         **multihost.checkpoint_options(),
     )
     if jax.process_count() > 1:  # Orbax leaves the root to us with several processes
-      io.makedirs(directory)
+      fileio.makedirs(directory)
     self._manager = ocp.CheckpointManager(directory, item_names=_ITEMS, options=options)
     self._best_mode = best_mode
     self._best = _read_best(directory)
@@ -122,10 +123,12 @@ class Checkpointer:
     if saved and metrics is not None and self.best_metric:
       value = float(metrics[self.best_metric])
       old = None if self._best is None else self._best["value"]
-      if old is None or (value > old if self._best_mode == "max" else value < old):
+      # Ties go to the later step, as orbax's BestN keeps the last of equal values: best.json
+      # must name a step that the preservation policy keeps.
+      if old is None or (value >= old if self._best_mode == "max" else value <= old):
         self._best = {"step": int(step), "metric": self.best_metric, "value": value}
         if jax.process_index() == 0:  # one writer of the shared file
-          with io.atomic_write_text(os.path.join(self.directory, "best.json")) as f:
+          with fileio.atomic_write_text(os.path.join(self.directory, "best.json")) as f:
             json.dump(self._best, f)
     return saved
 
@@ -138,7 +141,7 @@ class Checkpointer:
              "opt_state": ocp.args.StandardRestore(abstract_opt_state),
              "meta": ocp.args.JsonRestore()}
     if input_position is not None:
-      if not io.exists(os.path.join(self.directory, str(step), "input")):
+      if not fileio.exists(os.path.join(self.directory, str(step), "input")):
         raise FileNotFoundError(f"{self.directory}/{step}: no saved input position (a "
                                 "checkpoint written before input positions were saved)")
       items["input"] = InputRestore(input_position)
@@ -172,6 +175,10 @@ def find_params_dir(path: str) -> tuple[str, int | None]:
     base = os.path.basename(path)
     return os.path.join(path, "params"), int(base) if base.isdigit() else None
   ckpt_root = checkpoint_dir(path) if os.path.isdir(checkpoint_dir(path)) else path
+  # A read-only manager warns, on every evaluation, that its directory is read only.
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
   mngr = ocp.CheckpointManager(ckpt_root, item_names=_ITEMS,
                                options=ocp.CheckpointManagerOptions(
                                    read_only=True, create=False, **multihost.checkpoint_options()))
@@ -183,6 +190,7 @@ def find_params_dir(path: str) -> tuple[str, int | None]:
     step = _best_from_metadata(mngr, steps) or max(steps)
   finally:
     mngr.close()
+    absl_logger.setLevel(level)
   return os.path.join(ckpt_root, str(step), "params"), step
 
 
@@ -191,14 +199,17 @@ def _best_from_metadata(mngr: ocp.CheckpointManager, steps) -> int | None:
   best = _read_best(str(mngr.directory))
   if best is not None and best["step"] in steps:
     return int(best["step"])
+  if best is not None:  # written before ties followed the keep policy
+    logging.warning("%s: best.json names step %s, which is no longer kept; using step %d",
+                    mngr.directory, best["step"], max(steps))
   return None
 
 
 def _read_best(directory: str) -> dict[str, Any] | None:
   best_file = os.path.join(directory, "best.json")
-  if not io.exists(best_file):
+  if not fileio.exists(best_file):
     return None
-  with io.open_text(best_file) as f:
+  with fileio.open_text(best_file) as f:
     return json.load(f)
 
 
@@ -206,7 +217,7 @@ def restore_params(params_dir: str, abstract_params: PyTree | None = None) -> Py
   """Reads one `params/` item; with `abstract_params`, onto their shardings and dtypes, else
   whole onto this process's first device (whatever mesh and host count wrote it)."""
   ckptr = ocp.StandardCheckpointer(**multihost.checkpoint_options())
-  path = os.path.abspath(params_dir) if not io.is_remote(params_dir) else params_dir
+  path = os.path.abspath(params_dir) if not fileio.is_remote(params_dir) else params_dir
   try:
     if abstract_params is None:
       device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

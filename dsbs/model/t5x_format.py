@@ -35,8 +35,10 @@ import tempfile
 from typing import Any, Mapping
 
 import numpy as np
+from flax import linen as nn
+from flax import serialization
 
-from dsbs.data import io
+from dsbs import fileio
 from dsbs.model import param_tree
 from dsbs.model.config import T5Config
 
@@ -51,11 +53,11 @@ def _is_spec(x: Any) -> bool:
 def latest_checkpoint_dir(path: str) -> str:
   """`path` itself if it is a checkpoint_N dir (or has a checkpoint file), else its newest child."""
   path = path.rstrip("/")
-  if _CHECKPOINT_DIR.match(os.path.basename(path)) or io.exists(f"{path}/checkpoint"):
+  if _CHECKPOINT_DIR.match(os.path.basename(path)) or fileio.exists(f"{path}/checkpoint"):
     return path
-  if not io.exists(path):
+  if not fileio.exists(path):
     raise FileNotFoundError(f"{path}: no such checkpoint directory")
-  steps = sorted((int(m.group(1)), name) for name in io.listdir(path)
+  steps = sorted((int(m.group(1)), name) for name in fileio.listdir(path)
                  if (m := _CHECKPOINT_DIR.match(name.rstrip("/"))))
   if not steps:
     raise FileNotFoundError(f"{path}: neither a checkpoint_N directory nor a parent of one")
@@ -80,6 +82,7 @@ def _absolute_spec(spec: Mapping[str, Any], ckpt_dir: str) -> dict[str, Any]:
 
 
 def _read_spec(spec: Mapping[str, Any], ckpt_dir: str, name: str) -> np.ndarray:
+  # tensorstore (~2 s to import) only when a T5X checkpoint is read or written
   import tensorstore as ts  # pylint: disable=g-import-not-at-top
   full = _absolute_spec(spec, ckpt_dir)
   try:
@@ -90,8 +93,7 @@ def _read_spec(spec: Mapping[str, Any], ckpt_dir: str, name: str) -> np.ndarray:
 
 
 def _read_msgpack_checkpoint(ckpt_dir: str) -> dict[str, Any]:
-  from flax import serialization  # pylint: disable=g-import-not-at-top
-  with io.open_bytes(f"{ckpt_dir}/checkpoint") as f:
+  with fileio.open_bytes(f"{ckpt_dir}/checkpoint") as f:
     contents = serialization.msgpack_restore(f.read())
   state = contents.get("optimizer", contents)
   if "target" not in state:
@@ -113,6 +115,7 @@ def _read_msgpack_checkpoint(ckpt_dir: str) -> dict[str, Any]:
 
 
 def _read_orbax_checkpoint(ckpt_dir: str) -> dict[str, Any]:
+  # Orbax only for T5X checkpoints in its layout: evaluation of HF dirs does without it
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   tree = ocp.PyTreeCheckpointer().restore(ckpt_dir)
   for key in ("target", "params"):
@@ -131,9 +134,9 @@ def load_t5x_checkpoint(path: str, config: T5Config) -> dict[str, Any]:
   converted to `config`'s layer layout (scanned or not) and checked against its shapes.
   """
   ckpt_dir = latest_checkpoint_dir(path)
-  if io.exists(f"{ckpt_dir}/checkpoint"):
+  if fileio.exists(f"{ckpt_dir}/checkpoint"):
     flat = _read_msgpack_checkpoint(ckpt_dir)
-  elif io.exists(f"{ckpt_dir}/state"):  # T5X with Orbax: checkpoint_N/state holds the PyTree
+  elif fileio.exists(f"{ckpt_dir}/state"):  # T5X with Orbax: checkpoint_N/state holds the PyTree
     flat = _read_orbax_checkpoint(f"{ckpt_dir}/state")
   else:
     flat = _read_orbax_checkpoint(ckpt_dir)
@@ -158,14 +161,12 @@ def write_t5x_checkpoint(params: Mapping[str, Any], out_dir: str, step: int) -> 
   Every parameter becomes a gzip zarr array written with tensorstore (the 'gcs' driver for
   gs://), referenced from the msgpack `checkpoint` file by a relative spec, as T5X writes them.
   """
-  import tensorstore as ts  # pylint: disable=g-import-not-at-top
-  from flax import linen as nn  # pylint: disable=g-import-not-at-top
-  from flax import serialization  # pylint: disable=g-import-not-at-top
+  import tensorstore as ts  # pylint: disable=g-import-not-at-top  (see _read_spec)
   flat = {k: np.asarray(v, np.float32) for k, v in
           param_tree.flatten(nn.unbox(dict(params))).items()}
   ckpt_dir = f"{out_dir.rstrip('/')}/checkpoint_{step}"
-  remote = io.is_remote(ckpt_dir)
-  io.makedirs(ckpt_dir)
+  remote = fileio.is_remote(ckpt_dir)
+  fileio.makedirs(ckpt_dir)
   tree: dict[str, Any] = {}
   for name, value in flat.items():
     ts_name = "target." + name.replace("/", ".")
@@ -190,7 +191,7 @@ def write_t5x_checkpoint(params: Mapping[str, Any], out_dir: str, step: int) -> 
               "optimizer": {"target": tree, "state": {"step": np.asarray(step, np.int32)}}}
   data = serialization.msgpack_serialize(contents)
   if remote:
-    with io.open_bytes(f"{ckpt_dir}/checkpoint", "wb") as f:
+    with fileio.open_bytes(f"{ckpt_dir}/checkpoint", "wb") as f:
       f.write(data)
   else:  # write-then-rename: a reader never sees a half-written checkpoint file
     fd, tmp = tempfile.mkstemp(dir=ckpt_dir, prefix=".tmp-checkpoint")

@@ -18,8 +18,10 @@ import tempfile
 from typing import Any, Mapping
 
 import numpy as np
+from flax import linen as nn
+from safetensors.numpy import load_file, save_file
 
-from dsbs.data import io
+from dsbs import fileio
 from dsbs.model import param_tree
 from dsbs.model.config import T5Config
 
@@ -125,25 +127,27 @@ def name_map(config: T5Config) -> dict[str, tuple[str, str]]:
     m[f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = (
         f"{stack}/relpos_bias/rel_embedding", "T")
     m[f"{stack}.final_layer_norm.weight"] = (f"{stack}/{stack}_norm/scale", "id")
-  attn = {"q": "query", "k": "key", "v": "value", "o": "out"}
-  for i in range(config.num_encoder_layers):
-    hf, ours = f"encoder.block.{i}.layer", f"encoder/layers_{i}"
-    m[f"{hf}.0.layer_norm.weight"] = (f"{ours}/pre_attention_layer_norm/scale", "id")
-    for h, o in attn.items():
-      m[f"{hf}.0.SelfAttention.{h}.weight"] = (f"{ours}/attention/{o}/kernel", "T")
-    m[f"{hf}.1.layer_norm.weight"] = (f"{ours}/pre_mlp_layer_norm/scale", "id")
-    for w in _mlp_names(config) + ["wo"]:
-      m[f"{hf}.1.DenseReluDense.{w}.weight"] = (f"{ours}/mlp/{w}/kernel", "T")
-  for i in range(config.num_decoder_layers):
-    hf, ours = f"decoder.block.{i}.layer", f"decoder/layers_{i}"
-    m[f"{hf}.0.layer_norm.weight"] = (f"{ours}/pre_self_attention_layer_norm/scale", "id")
-    m[f"{hf}.1.layer_norm.weight"] = (f"{ours}/pre_cross_attention_layer_norm/scale", "id")
-    m[f"{hf}.2.layer_norm.weight"] = (f"{ours}/pre_mlp_layer_norm/scale", "id")
-    for h, o in attn.items():
-      m[f"{hf}.0.SelfAttention.{h}.weight"] = (f"{ours}/self_attention/{o}/kernel", "T")
-      m[f"{hf}.1.EncDecAttention.{h}.weight"] = (f"{ours}/encoder_decoder_attention/{o}/kernel", "T")
-    for w in _mlp_names(config) + ["wo"]:
-      m[f"{hf}.2.DenseReluDense.{w}.weight"] = (f"{ours}/mlp/{w}/kernel", "T")
+  # Per layer, HF sublayer index -> (our layer norm, our attention or None for the MLP, HF's)
+  sublayers = {
+      "encoder": ((0, "pre_attention_layer_norm", "attention", "SelfAttention"),
+                  (1, "pre_mlp_layer_norm", None, None)),
+      "decoder": ((0, "pre_self_attention_layer_norm", "self_attention", "SelfAttention"),
+                  (1, "pre_cross_attention_layer_norm", "encoder_decoder_attention",
+                   "EncDecAttention"),
+                  (2, "pre_mlp_layer_norm", None, None)),
+  }
+  layers = {"encoder": config.num_encoder_layers, "decoder": config.num_decoder_layers}
+  for stack, subs in sublayers.items():
+    for i in range(layers[stack]):
+      hf, ours = f"{stack}.block.{i}.layer", f"{stack}/layers_{i}"
+      for j, norm, attention, hf_attention in subs:
+        m[f"{hf}.{j}.layer_norm.weight"] = (f"{ours}/{norm}/scale", "id")
+        if attention is None:
+          for w in _mlp_names(config) + ["wo"]:
+            m[f"{hf}.{j}.DenseReluDense.{w}.weight"] = (f"{ours}/mlp/{w}/kernel", "T")
+        else:
+          for h, o in {"q": "query", "k": "key", "v": "value", "o": "out"}.items():
+            m[f"{hf}.{j}.{hf_attention}.{h}.weight"] = (f"{ours}/{attention}/{o}/kernel", "T")
   return m
 
 
@@ -175,14 +179,14 @@ def _read_state_dict(local_dir: str) -> dict[str, np.ndarray]:
   for shard in shards:
     path = os.path.join(local_dir, shard)
     if shard.endswith(".safetensors"):
-      from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
       try:
         tensors = load_file(path)
       except (TypeError, ValueError):  # bfloat16 tensors: numpy has no bf16, go through torch
+        # PyTorch is optional and heavy: only for checkpoints that need it
         from safetensors.torch import load_file as load_torch  # pylint: disable=g-import-not-at-top
         tensors = {k: v.float().numpy() for k, v in load_torch(path).items()}
     else:
-      import torch  # pylint: disable=g-import-not-at-top
+      import torch  # pylint: disable=g-import-not-at-top  (optional: pytorch_model.bin only)
       tensors = {k: v.float().numpy() for k, v in
                  torch.load(path, map_location="cpu", weights_only=True).items()}
     state.update({k: np.asarray(v, np.float32) for k, v in tensors.items()})
@@ -190,12 +194,12 @@ def _read_state_dict(local_dir: str) -> dict[str, np.ndarray]:
 
 
 def _localize(path: str) -> tuple[str, tempfile.TemporaryDirectory | None]:
-  if not io.is_remote(path):
+  if not fileio.is_remote(path):
     return path, None
   tmp = tempfile.TemporaryDirectory(prefix="dsbs-hf-")
-  for name in io.listdir(path):
+  for name in fileio.listdir(path):
     if name.endswith((".json", ".safetensors", ".bin", ".model")):
-      with io.open_bytes(f"{path.rstrip('/')}/{name}") as src, \
+      with fileio.open_bytes(f"{path.rstrip('/')}/{name}") as src, \
           open(os.path.join(tmp.name, name), "wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 24)
   return tmp.name, tmp
@@ -264,8 +268,6 @@ def export_hf(params: Mapping[str, Any], config: T5Config, out_dir: str,
   the tokenizer is written too: spiece.model + tokenizer_config.json (T5Tokenizer with
   `extra_ids` sentinel tokens, as seqio's default T5 vocabulary).
   """
-  from flax import linen as nn  # pylint: disable=g-import-not-at-top
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   flat = param_tree.flatten(nn.unbox(dict(params)))
   flat = {k: np.asarray(v, np.float32) for k, v in flat.items()}
   if any(k.startswith(("encoder/layers/", "decoder/layers/")) for k in flat):
@@ -278,14 +280,14 @@ def export_hf(params: Mapping[str, Any], config: T5Config, out_dir: str,
     tensors[hf_name] = np.ascontiguousarray(value.T if how == "T" else value)
   if config.logits_via_embedding:  # transformers ties lm_head to shared; write it explicitly too
     tensors["lm_head.weight"] = tensors["shared.weight"].copy()
-  local_dir, remote = (tempfile.mkdtemp(prefix="dsbs-hf-out-"), out_dir) if io.is_remote(
+  local_dir, remote = (tempfile.mkdtemp(prefix="dsbs-hf-out-"), out_dir) if fileio.is_remote(
       out_dir) else (out_dir, None)
   os.makedirs(local_dir, exist_ok=True)
   save_file(tensors, os.path.join(local_dir, "model.safetensors"), metadata={"format": "pt"})
   with open(os.path.join(local_dir, "config.json"), "w") as f:
     json.dump(config_to_hf(config), f, indent=2, sort_keys=True)
   if spm_path is not None:
-    with io.open_bytes(spm_path) as src, open(os.path.join(local_dir, "spiece.model"), "wb") as dst:
+    with fileio.open_bytes(spm_path) as src, open(os.path.join(local_dir, "spiece.model"), "wb") as dst:
       shutil.copyfileobj(src, dst)
     tok = {"tokenizer_class": "T5Tokenizer", "extra_ids": extra_ids, "eos_token": "</s>",
            "pad_token": "<pad>", "unk_token": "<unk>", "model_max_length": 512,
@@ -293,9 +295,9 @@ def export_hf(params: Mapping[str, Any], config: T5Config, out_dir: str,
     with open(os.path.join(local_dir, "tokenizer_config.json"), "w") as f:
       json.dump(tok, f, indent=2)
   if remote is not None:
-    io.makedirs(remote)
+    fileio.makedirs(remote)
     for name in os.listdir(local_dir):
       with open(os.path.join(local_dir, name), "rb") as src, \
-          io.open_bytes(f"{remote.rstrip('/')}/{name}", "wb") as dst:
+          fileio.open_bytes(f"{remote.rstrip('/')}/{name}", "wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 24)
     shutil.rmtree(local_dir, ignore_errors=True)

@@ -4,13 +4,14 @@
 `dsbs.tasks.register_dataset` from JSONL files this module writes, so the runner trains it like
 any user dataset: METHOD 'dsbs' gives the mixture `tiny_add_dsbs_byte` of `predict: a + b` -> `c`
 and `explain: a + b` -> `a + b = c`. Imported by the runner through the experiment macro
-`MIXTURE_OR_TASK_MODULE = 'test_train_support'`.
+`MIXTURE_OR_TASK_MODULE = 'train_fixtures'`.
 """
 import json
 import os
 import sys
 import tempfile
 
+import jax
 import numpy as np
 
 import dsbs.tasks
@@ -51,20 +52,21 @@ LABEL_TASK = "tiny_add_label_gt_byte"
 RATIONALE_TASK = "tiny_add_rationale_byte"
 
 
-def tiny_gin(path: str, steps: int = 3, method: str = "dsbs", extra: str = "") -> str:
+def tiny_gin(path: str, steps: int = 3, method: str = "dsbs", extra: str = "",
+             dataset: str = "tiny_add", module: str = "train_fixtures") -> str:
   """Writes an experiment file for the tiny model and returns its path."""
   text = f"""
 include 't5x/examples/t5/t5_1_1/small.gin'
-DATASET = 'tiny_add'
+DATASET = '{dataset}'
 METHOD = '{method}'
 VOCAB = 'byte'
 PACK = False
-MIXTURE_OR_TASK_MODULE = 'test_train_support'
+MIXTURE_OR_TASK_MODULE = '{module}'
 TASK_FEATURE_LENGTHS = {{'inputs': 24, 'targets': 16}}
 TRAIN_STEPS = {steps}
 BATCH_SIZE = 8
 DROPOUT_RATE = 0.0
-STUDENT = 'tiny'
+STUDENT = 'test_tiny'
 LEARNING_RATE = 0.01
 TrainConfig.progress = False
 TrainConfig.tensorboard = False
@@ -82,7 +84,6 @@ _CACHE_DIR = os.path.join(tempfile.gettempdir(), f"dsbs-test-jax-cache-{os.getui
 
 def share_compilation_cache() -> None:
   """One persistent XLA cache for this test session and its subprocesses (tiny programs)."""
-  import jax  # pylint: disable=g-import-not-at-top
   jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

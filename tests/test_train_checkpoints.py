@@ -1,13 +1,12 @@
 """Orbax checkpointer: round trip, keep-N plus best, run-dir resolution, best.json."""
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from dsbs import checkpointing
+from dsbs import train_checkpoints
 
 
 def _state(v):
@@ -18,7 +17,7 @@ def _state(v):
 
 def test_round_trip_keep_latest_plus_best(tmp_path):
   root = str(tmp_path / "run" / "checkpoints")
-  ck = checkpointing.Checkpointer(root, keep=2, best_metric="accuracy", async_save=True)
+  ck = train_checkpoints.Checkpointer(root, keep=2, best_metric="accuracy", async_save=True)
   accs = {2: 50.0, 4: 90.0, 6: 60.0, 8: None, 10: 70.0}
   for step, acc in accs.items():
     params, opt = _state(float(step))
@@ -26,8 +25,8 @@ def test_round_trip_keep_latest_plus_best(tmp_path):
             None if acc is None else {"accuracy": acc, "loss": 1.0})
   ck.wait()
   assert ck.all_steps() == [4, 8, 10]  # latest two plus the best (4), never the best dropped
-  abstract_p = checkpointing.abstract_like(_state(0.0)[0])
-  abstract_o = checkpointing.abstract_like(_state(0.0)[1])
+  abstract_p = train_checkpoints.abstract_like(_state(0.0)[0])
+  abstract_o = train_checkpoints.abstract_like(_state(0.0)[1])
   params, opt, meta = ck.restore(8, abstract_p, abstract_o)
   np.testing.assert_array_equal(params["dense"]["kernel"], np.full((4, 3), 8.0))
   assert isinstance(opt[0], optax.ScaleByAdamState)
@@ -35,14 +34,14 @@ def test_round_trip_keep_latest_plus_best(tmp_path):
   ck.close()
   assert json.loads((tmp_path / "run" / "checkpoints" / "best.json").read_text())["step"] == 4
   # A run dir resolves to its best checkpoint, a step dir to itself.
-  path, step = checkpointing.find_params_dir(str(tmp_path / "run"))
+  path, step = train_checkpoints.find_params_dir(str(tmp_path / "run"))
   assert step == 4 and path.endswith("checkpoints/4/params")
-  path, step = checkpointing.find_params_dir(str(tmp_path / "run" / "checkpoints" / "10"))
+  path, step = train_checkpoints.find_params_dir(str(tmp_path / "run" / "checkpoints" / "10"))
   assert step == 10
-  restored = checkpointing.restore_params(path)
+  restored = train_checkpoints.restore_params(path)
   np.testing.assert_array_equal(restored["scale"], np.full((3,), 10.0))
   # Reopening keeps the best record: a worse eval does not replace it.
-  ck = checkpointing.Checkpointer(root, keep=2, best_metric="accuracy")
+  ck = train_checkpoints.Checkpointer(root, keep=2, best_metric="accuracy")
   ck.save(12, *_state(12.0), {"batches_consumed": 0}, {"accuracy": 80.0})
   ck.close()
   assert json.loads((tmp_path / "run" / "checkpoints" / "best.json").read_text())["step"] == 4
@@ -51,6 +50,19 @@ def test_round_trip_keep_latest_plus_best(tmp_path):
 def test_missing_checkpoints_are_a_clear_error(tmp_path):
   (tmp_path / "empty").mkdir()
   with pytest.raises(FileNotFoundError, match="no checkpoints found"):
-    checkpointing.find_params_dir(str(tmp_path / "empty"))
+    train_checkpoints.find_params_dir(str(tmp_path / "empty"))
   with pytest.raises(ValueError, match="best_mode"):
-    checkpointing.Checkpointer(str(tmp_path / "c"), best_mode="top")
+    train_checkpoints.Checkpointer(str(tmp_path / "c"), best_mode="top")
+
+
+def test_tied_best_names_a_kept_checkpoint(tmp_path):
+  """Equal validation scores: best.json names the checkpoint the keep policy preserves (the
+  later one), so evaluating the run dir tests the best, not the latest, checkpoint."""
+  root = str(tmp_path / "run" / "checkpoints")
+  ck = train_checkpoints.Checkpointer(root, keep=1, best_metric="accuracy", async_save=False)
+  for step, acc in ((250, 17.0), (500, 21.0), (750, 21.0), (1000, 18.0), (1250, 17.0)):
+    ck.save(step, *_state(float(step)), {"batches_consumed": step}, {"accuracy": acc})
+  ck.close()
+  assert ck.all_steps() == [750, 1250]
+  assert json.loads((tmp_path / "run" / "checkpoints" / "best.json").read_text())["step"] == 750
+  assert train_checkpoints.find_params_dir(str(tmp_path / "run"))[1] == 750
