@@ -175,22 +175,32 @@ for name, binds in [("1x1", ["TrainConfig.mesh_devices=1"]),
   d = os.path.join(sys.argv[1], name)
   train.main([f"--gin_file={sys.argv[2]}", f"--model_dir={d}"] + [f"--gin.{b}" for b in binds])
   with open(os.path.join(d, "metrics.jsonl")) as f:
-    losses[name] = [r["loss"] for r in map(json.loads, f) if r["kind"] == "train"]
+    rows = list(map(json.loads, f))
+  losses[name] = {"train": [r["loss"] for r in rows if r["kind"] == "train"],
+                  "eval": [r for r in rows if r["kind"] == "eval"]}
 print("LOSSES=" + json.dumps(losses))
 """
 
 
 def test_sharded_meshes_match_one_device(tmp_path):
+  """Training and the validation evaluation (losses, decoded accuracy) on 8 devices, data and
+  2 x 4 with FSDP, as on one."""
   gin_file = support.tiny_gin(str(tmp_path / "s.gin"), steps=3,
-                              extra="EVAL_PERIOD = 0\nSAVING_PERIOD"
-                              " = 100\nTrainConfig.eval_max_examples = 8\nTrainConfig.async_"
+                              extra="EVAL_PERIOD = 3\nSAVING_PERIOD"
+                              " = 100\nTrainConfig.eval_max_examples = 11\nTrainConfig.async_"
                               "checkpoints = False")
   r = subprocess.run([support.PYTHON, "-c", _SHARDING_SCRIPT, str(tmp_path), gin_file],
                      env=support.subprocess_env(devices=8), capture_output=True, text=True,
                      timeout=280)
   assert r.returncode == 0, r.stderr[-3000:]
   losses = json.loads(r.stdout.split("LOSSES=")[1].splitlines()[0])
-  ref = np.asarray(losses["1x1"])
+  ref = np.asarray(losses["1x1"]["train"])
   assert len(ref) == 3 and np.all(np.isfinite(ref))
+  ref_eval = losses["1x1"]["eval"][-1]
+  assert ref_eval[f"{support.LABEL_TASK}/num_examples"] == 11  # a padded last batch
   for name in ("8x1", "2x4fsdp"):
-    np.testing.assert_allclose(losses[name], ref, atol=1e-5, rtol=0, err_msg=name)
+    np.testing.assert_allclose(losses[name]["train"], ref, atol=1e-5, rtol=0, err_msg=name)
+    got = losses[name]["eval"][-1]
+    assert set(got) == set(ref_eval), name
+    for k in set(ref_eval) - {"kind"}:
+      np.testing.assert_allclose(got[k], ref_eval[k], atol=1e-5, rtol=0, err_msg=f"{name} {k}")
