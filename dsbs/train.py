@@ -161,7 +161,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    tokens = jnp.sum(batch["decoder_target_tokens"] > 0) + jnp.sum(batch["encoder_input_tokens"] > 0)
+    tokens = (jnp.sum(batch["decoder_target_tokens"] > 0)
+              + jnp.sum(batch["encoder_input_tokens"] > 0))
     metrics = dict(aux, loss=loss, lr=schedule(state.step - start_step),
                    grad_norm=optax.tree.norm(grads), num_tokens=tokens.astype(jnp.float32))
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
@@ -541,7 +542,8 @@ def _provenance(provider, loaded: experiment.Loaded, mesh, cfg: TrainConfig, inp
           "environment": env, "gin_files": list(loaded.files),
           "gin_bindings": list(loaded.bindings),
           "mesh": dict(mesh.shape), "fsdp": cfg.fsdp, "devices": jax.device_count(),
-          "processes": jax.process_count(), "input_shards": input_shards, "versions": summaries.versions(),
+          "processes": jax.process_count(), "input_shards": input_shards,
+          "versions": summaries.versions(),
           "host_malloc": hostmem.state(),
           "argv": sys.argv, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 

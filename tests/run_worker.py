@@ -122,7 +122,8 @@ def _write_shard_ids(path: str, train_argv: Sequence[str]) -> None:
   """This process's input shards and the ids one epoch of each holds, per task."""
   import gin  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  from dsbs import experiment, input_pipeline, multihost, train  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from dsbs import experiment, input_pipeline, multihost, train
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
   args, bindings = train.parse_flags(list(train_argv))
   exp = experiment.load(args.gin_file, bindings).experiment

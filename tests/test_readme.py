@@ -47,6 +47,8 @@ SKIPS = (
     (r"^python -m pytest\b", "the test suite: this test runs inside it (its install part runs)"),
     (r"^python -m t5x\.", "T5X is installed from GitHub, and its experiments read gs://t5-data; "
                           "the T5X path is tested by tests/test_t5x_*.py where T5X is installed"),
+    (r"--num_processes=", "one process of a multi-process run, which waits for its peers; "
+                          "tests/test_multihost.py runs such runs, two processes at a time"),
     (r"--model_dir=gs://", "needs a gs:// bucket and gs://t5-data (the T5 vocabulary and the "
                            "pretrained checkpoint); its offline error is tested in "
                            "tests/test_cli_errors.py"),
