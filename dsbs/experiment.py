@@ -49,6 +49,7 @@ import difflib
 import importlib
 import importlib.abc
 import importlib.machinery
+import inspect
 import io as std_io
 import logging
 import math
@@ -381,6 +382,98 @@ def _search_path() -> None:
     gin.add_config_file_search_path(REPO_DIR)
 
 
+# Macros the runner reads itself (`dsbs.train`), beyond those the experiment's bindings use.
+RUNNER_MACROS = ("MODEL_DIR",)
+
+
+def _bound_macros() -> set[str]:
+  """The macros gin holds a value for (gin lists them only in its config dict, read here)."""
+  return {scope for scope, selector in gin.config._CONFIG  # pylint: disable=protected-access
+          if selector == "gin.macro"}
+
+
+def _referenced_macros() -> set[str]:
+  """The macros some parsed binding reads (`%NAME`)."""
+  refs = gin.config.iterate_references(gin.config._CONFIG,  # pylint: disable=protected-access
+                                       to=gin.get_configurable(gin.config.macro))
+  return {ref.config_key[0] for ref in refs}
+
+
+def _check_macros(set_by: list[tuple[str, set[str]]], defined: set[str]) -> None:
+  """A binding may set a macro that the files define or that something reads; anything else is
+  a typo (gin would keep `TRAIN_STEPZ = 10` and train the default number of steps)."""
+  known = defined | _referenced_macros() | set(MACROS.values()) | set(RUNNER_MACROS)
+  for binding, new in set_by:
+    for name in sorted(new - known):
+      near = difflib.get_close_matches(name, sorted(known), n=1)
+      hint = f"did you mean {near[0]}? " if near else ""
+      raise ExperimentError(
+          f"binding {binding!r}: no experiment file or binding reads a macro {name} ({hint}the "
+          "experiment macros are listed in dsbs/experiment.py)")
+
+
+_UNPARSED_TOKEN = re.compile(r"Failed to parse token '([^']*)'")
+_NO_PARAMETER = re.compile(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'")
+_NO_CONFIGURABLE = re.compile(r"No configurable matching '([^']+)'")
+_GIN_LOCATION = re.compile(r'\n\s+In (?:file "([^"]+)", line (\d+)|bindings string line \d+).*',
+                           re.S)
+
+
+def _gin_error(err: Exception, where: str, binding: str | None = None) -> str:
+  """One line for a gin parse error: where, what, and the fix for the usual mistakes."""
+  text = str(err)
+  loc = _GIN_LOCATION.search(text)
+  if loc:
+    text = text[:loc.start()]
+    if loc.group(1):
+      where = f"{loc.group(1)}:{loc.group(2)}"
+  if isinstance(err, SyntaxError) and err.filename and err.lineno:
+    where = f"{err.filename}:{err.lineno}"
+  text = re.sub(r" \((?:[^()]*, )?line \d+\)$", "", text.strip())
+  text = re.sub(r"malformed node or string on line \d+: <ast\.\w+ object at 0x[0-9a-f]+>\s*", "",
+                text)
+  text = text.rstrip(".")
+  token = _UNPARSED_TOKEN.search(text)
+  if binding is not None and "=" in binding:
+    key = binding.split("=", 1)[0].strip()
+    quoted = "--gin.{key}=\"'{value}'\""
+  else:
+    key, quoted = "", "'{value}'"
+  if token and token.group(1).isidentifier():
+    text += ("; gin values are Python literals, so a string needs quotes of its own: "
+             + quoted.format(key=key, value=token.group(1))
+             + (" (the shell removes the outer ones)" if key else ""))
+  elif isinstance(err, SyntaxError):
+    text += ("; gin values are Python literals: numbers (10, 0.5), True/False/None, lists, dicts "
+             "and strings in quotes (" + quoted.format(key=key, value="text") + ")")
+  m = _NO_PARAMETER.search(text)
+  if m:
+    text += _close(m.group(2), _parameters(m.group(1)))
+  m = _NO_CONFIGURABLE.search(text)
+  if m:
+    text += _close(m.group(1), _configurable_names(qualified="." in m.group(1)))
+  return f"{where}: {' '.join(text.split())}"
+
+
+def _parameters(selector: str) -> list[str]:
+  try:
+    fn = gin.get_configurable(selector)
+  except ValueError:
+    return []
+  while hasattr(fn, "__wrapped__"):
+    fn = fn.__wrapped__
+  try:
+    return list(inspect.signature(fn).parameters)
+  except (TypeError, ValueError):
+    return []
+
+
+def _configurable_names(qualified: bool) -> set[str]:
+  """Registered configurables by their full or their short names (from gin's registry)."""
+  selectors = [s for s, _ in gin.config._REGISTRY.items()]  # pylint: disable=protected-access
+  return set(selectors) if qualified else {s.rsplit(".", 1)[-1] for s in selectors}
+
+
 def _missing_macro(err: Exception) -> str | None:
   """The macro an unbound-macro error from gin is about, if it is one."""
   text = str(err)
@@ -408,6 +501,7 @@ def load(gin_files: Sequence[str], bindings: Sequence[str] = (), *,
   # experiment files that bind them are parsed; imported here, not at the top, because dsbs.train
   # imports this module.
   importlib.import_module("dsbs.train")
+  _import_tasks()
   gin.clear_config()
   _search_path()
   files = [EXPERIMENT_GIN]
@@ -427,10 +521,23 @@ def load(gin_files: Sequence[str], bindings: Sequence[str] = (), *,
   quiet = _QuietProbes()
   logging.getLogger().addFilter(quiet)
   try:
-    gin.parse_config_files_and_bindings(files, list(bindings), finalize_config=False,
-                                        skip_unknown=skip)
-  except (ValueError, SyntaxError, NameError, ImportError, IOError, TypeError) as e:
-    raise ExperimentError(f"reading {', '.join(files[1:]) or 'the experiment'}: {e}") from None
+    # What gin.parse_config_files_and_bindings does, one statement source at a time, so that an
+    # error names its file or binding and the macros the files define are known to the bindings.
+    for path in files:
+      try:
+        gin.parse_config_file(path, skip_unknown=skip)
+      except (ValueError, SyntaxError, NameError, ImportError, IOError, TypeError) as e:
+        raise ExperimentError(_gin_error(e, path)) from None
+    defined = _bound_macros()
+    set_by: list[tuple[str, set[str]]] = []
+    for binding in bindings:
+      before = _bound_macros()
+      try:
+        gin.parse_config(binding, skip_unknown=skip)
+      except (ValueError, SyntaxError, NameError, ImportError, TypeError) as e:
+        raise ExperimentError(_gin_error(e, f"binding {binding!r}", binding)) from None
+      set_by.append((binding, _bound_macros() - before))
+    _check_macros(set_by, defined)
   finally:
     sys.meta_path.remove(stub)
     logging.getLogger().removeFilter(quiet)
@@ -456,6 +563,18 @@ def load(gin_files: Sequence[str], bindings: Sequence[str] = (), *,
                 if not m.endswith(".")]
              + [f"bindings of {s} (a T5X configurable)" for s in skip.skipped])
   return Loaded(experiment, tuple(files), tuple(bindings), tuple(skipped))
+
+
+def _import_tasks() -> None:
+  """`import dsbs.tasks` (task.gin imports it too), with a broken $DSBS_USER_DATASETS as an
+  ExperimentError naming it rather than an error inside gin's parse of task.gin."""
+  try:
+    importlib.import_module("dsbs.tasks")
+  except (ValueError, OSError) as e:  # RecordError, a missing file: read on import
+    path = os.environ.get("DSBS_USER_DATASETS", "")
+    if not path:
+      raise
+    raise ExperimentError(f"DSBS_USER_DATASETS={path}: {' '.join(str(e).split())}") from None
 
 
 def _check_task_name(experiment: Experiment) -> None:

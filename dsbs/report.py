@@ -2,14 +2,15 @@ r"""Sweep results -> tables with 95% intervals, CSV, JSON and PNG plots.
 
   python -m dsbs.report <sweep dir | runs dir | gs://...> [--output DIR] [--metric accuracy]
 
-Reads each cell's test metrics (`<run dir>/eval/metrics.json`, written by `dsbs.train
---then_evaluate`, `dsbs.evaluate`, or the sweep runner after `t5x.eval`) and joins them with the
-cell's run record (`run_record.json`, launch/records.py) and, for a sweep dir, with the sweep's
-state (`state.json`: every cell of the definition, run or not). Cells are grouped by every axis
-but the seed; each group gets its mean, a 95% confidence interval and n: Student t over the
-seeds when a group has two or more, else a percentile bootstrap over the test examples of its
-one run (`eval/predictions.jsonl`, seeded, so the same files give the same interval); the output
-says which. Writes, into --output (default `<input>/report`; `./report` for gs:// inputs):
+Reads each cell's test metrics (`<run dir>/eval/test_greedy/metrics.json`, written by
+`dsbs.train --then_evaluate`, `dsbs.evaluate`, or the sweep runner after `t5x.eval`) and joins
+them with the cell's run record (`run_record.json`, launch/records.py) and, for a sweep dir, with
+the sweep's state (`state.json`: every cell of the definition, run or not). Cells are grouped by
+every axis but the seed; each group gets its mean, a 95% confidence interval and n: Student t
+over the seeds when a group has two or more, else a percentile bootstrap over the test examples
+of its one run (`eval/test_greedy/predictions.jsonl`, seeded, so the same files give the same
+interval); the output says which. Writes, into --output (default `<input>/report`; `./report`
+for gs:// inputs):
 
   report.md     pivot tables (methods x % of train data, per dataset, student and other axes),
                 every group, and the cells that are missing (in the definition, never run),
@@ -38,12 +39,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from dsbs import fileio
+from dsbs import fileio, summaries
 
 # Files of a run dir / sweep dir that the report reads (the runner and trainers write them).
 RUN_RECORD = "run_record.json"
-TEST_METRICS = "eval/metrics.json"
-TEST_PREDICTIONS = "eval/predictions.jsonl"
+TEST_METRICS = f"{summaries.eval_dir()}/metrics.json"  # the test split, decoded greedily
+TEST_PREDICTIONS = f"{summaries.eval_dir()}/predictions.jsonl"
 EXPERIMENT = "experiment.json"
 SWEEP_STATE = "state.json"
 

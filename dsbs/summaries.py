@@ -8,12 +8,16 @@ Run dir layout (all written by process 0 only):
   model_config.json    the student's T5Config (so `dsbs.evaluate` needs only --checkpoint)
   provenance.json      task names, split sizes, data dir, package versions
   checkpoints/         see dsbs.train_checkpoints
+  eval/<split>_<decode>/  metrics.json and predictions.jsonl of `dsbs.evaluate` (`eval_dir`):
+                       `eval/test_greedy/` from `dsbs.train --then_evaluate`, `eval/test_beam4/`
+                       from a beam search with 4 beams, ...; what `dsbs.report` reads
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import posixpath
 import sys
 import time
 from typing import Any
@@ -21,6 +25,17 @@ from typing import Any
 import tqdm
 
 from dsbs import fileio
+
+
+def eval_dir(split: str = "test", decode: str = "greedy", num_beams: int = 4) -> str:
+  """The run-dir-relative dir of one evaluation: `eval/<split>_<greedy | beam<N>>`.
+
+  The one place that names it: `dsbs.evaluate` writes there, `dsbs.report` (and so the sweep
+  runner) reads `eval_dir()`, the test split decoded greedily, as `dsbs.train --then_evaluate`
+  writes it.
+  """
+  method = f"beam{num_beams}" if decode == "beam" else decode
+  return posixpath.join("eval", f"{split}_{method}")
 
 
 class RunLog:
@@ -124,6 +139,19 @@ def write_text(run_dir: str, name: str, text: str) -> None:
 def read_json(path: str) -> Any:
   with fileio.open_text(path) as f:
     return json.load(f)
+
+
+def last_row(run_dir: str, kind: str) -> dict[str, Any]:
+  """The scalars of the last `kind` row of a run's metrics.jsonl ({} when there is none)."""
+  path = os.path.join(run_dir, "metrics.jsonl")
+  last: dict[str, Any] = {}
+  if fileio.exists(path):
+    with fileio.open_text(path) as f:
+      for line in f:
+        row = json.loads(line)
+        if row.get("kind") == kind:
+          last = {k: v for k, v in row.items() if k not in ("step", "kind")}
+  return last
 
 
 def versions() -> dict[str, str]:

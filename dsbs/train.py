@@ -21,7 +21,8 @@ if __name__ == "__main__":
   # `python -m dsbs.train` runs this file as `__main__`; run it under its own name instead, so
   # that its gin configurables register once, as dsbs.train.*.
   import sys
-  from dsbs import hostmem
+  from dsbs import console, hostmem
+  console.start()  # before TensorFlow and JAX are imported
   hostmem.tune_malloc()  # before JAX and TensorFlow start their threads
   from dsbs import train as _train
   sys.exit(_train.cli())
@@ -32,6 +33,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -45,8 +47,8 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from dsbs import (compilation_cache, evaluate, experiment, hostmem, input_pipeline, losses, optim,
-                  summaries, train_checkpoints, train_state)
+from dsbs import (compilation_cache, console, evaluate, experiment, hostmem, input_pipeline,
+                  losses, optim, preflight, summaries, train_checkpoints, train_state)
 from dsbs import model as model_lib
 from dsbs.model import checkpoint_formats, partitioning
 from dsbs.train_state import TrainState
@@ -157,7 +159,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(aux, loss=loss, lr=schedule(state.step - start_step),
-                   grad_norm=optax.global_norm(grads))
+                   grad_norm=optax.tree.norm(grads))
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step
@@ -168,16 +170,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   compilation_cache.enable(args.compilation_cache_dir)
   if args.multihost or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
     jax.distributed.initialize()  # one process per host; Cloud TPU / SLURM env gives the rest
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   loaded = experiment.load(args.gin_file, bindings)
   model_dir = args.model_dir or _macro("MODEL_DIR")
   if not model_dir:
-    raise SystemExit("no run dir: pass --model_dir or set MODEL_DIR in the experiment")
-  result = train(loaded, model_dir, TrainConfig())
-  if args.then_evaluate:
-    result["test"] = evaluate.run(checkpoint=model_dir,
-                                  task=loaded.experiment.mixture_or_task_name,
-                                  split=args.eval_split, output_dir=os.path.join(model_dir, "eval"))
+    raise experiment.ExperimentError("no run dir: pass --model_dir or set MODEL_DIR in the "
+                                     "experiment")
+  eval_split = args.eval_split if args.then_evaluate else None
+  result = train(loaded, model_dir, TrainConfig(), eval_split=eval_split)
+  if eval_split:
+    result[eval_split] = evaluate.run(checkpoint=model_dir,
+                                      task=loaded.experiment.mixture_or_task_name,
+                                      split=eval_split)
   return result
 
 
@@ -188,12 +191,34 @@ def _macro(name: str) -> Any:
     return None
 
 
+_GIN_HELP = """\
+--gin.KEY=VALUE sets an experiment macro or a binding, after the files (later wins):
+  --gin.TRAIN_STEPS=2000                    a number
+  --gin.METHOD="'finetune'"                 a string: gin values are Python literals, so the
+                                            string's own quotes go inside the shell's
+  --gin.TASK_FEATURE_LENGTHS="{'inputs': 320, 'targets': 320}"
+  --gin.TrainConfig.log_period=50           a binding of a configurable
+A macro or binding that nothing reads is an error naming the closest known name. The macros
+(DATASET, METHOD, FRACTION, LABEL_RATE, VOCAB, LOSS_ALPHA, LOSS_MODE, PACK, STUDENT,
+TASK_FEATURE_LENGTHS, TRAIN_STEPS, BATCH_SIZE, RANDOM_SEED, ...) are listed in dsbs/experiment.py.
+
+Exit status: 0 done (also when --model_dir already holds the finished run); 2 a bad experiment,
+checked before anything is written; 3 a NaN/Inf loss (the last good checkpoint is kept).
+"""
+
+
 def parse_flags(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
   """T5X-style flags: --gin_file (repeatable), --gin.KEY=VALUE and --gin_bindings."""
-  parser = argparse.ArgumentParser(prog="python -m dsbs.train", description=__doc__.split("\n")[0])
-  parser.add_argument("--gin_file", action="append", default=[])
-  parser.add_argument("--gin_bindings", action="append", default=[])
-  parser.add_argument("--model_dir", default=None)
+  parser = argparse.ArgumentParser(
+      prog="python -m dsbs.train", description=__doc__.split("\n")[0], epilog=_GIN_HELP,
+      usage="%(prog)s [--gin_file=FILE ...] [--gin.KEY=VALUE ...] --model_dir=DIR [options]",
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--gin_file", action="append", default=[],
+                      help="an experiment file, repeatable (default: gin_configs/default.gin)")
+  parser.add_argument("--gin_bindings", action="append", default=[],
+                      help="a gin binding, repeatable (the same as --gin.KEY=VALUE)")
+  parser.add_argument("--model_dir", default=None,
+                      help="the run dir; rerun the same command to resume (default: MODEL_DIR)")
   parser.add_argument("--dataset", default=None,
                       help="run the same experiment on another registered dataset (the same as "
                       "--gin.DATASET=\"'NAME'\")")
@@ -202,6 +227,7 @@ def parse_flags(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[st
   parser.add_argument("--eval_split", default="test")
   parser.add_argument("--multihost", action="store_true",
                       help="call jax.distributed.initialize() (automatic on multi-host TPU VMs)")
+  parser.add_argument(console.VERBOSE_FLAG, action="store_true", help=console.VERBOSE_HELP)
   compilation_cache.add_flag(parser)
   args, rest = parser.parse_known_args(argv)
   bindings = list(args.gin_bindings)
@@ -216,10 +242,13 @@ def parse_flags(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[st
   return args, bindings
 
 
-def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig) -> dict[str, Any]:
+def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig,
+          eval_split: str | None = None) -> dict[str, Any]:
   """Trains the experiment into `model_dir` (resuming from its latest checkpoint).
 
-  Returns the final metrics.
+  Everything that can be checked before the first step is checked before anything is written
+  (`dsbs.preflight`, which also reads `eval_split`, the split evaluated afterwards). Returns the
+  final metrics.
   """
   import seqio  # pylint: disable=g-import-not-at-top  (~6 s; the benchmark imports this module)
   exp = loaded.experiment
@@ -229,8 +258,9 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig) -> dict[s
   if is_main:
     logging.info("experiment %s -> %s", exp.to_json_dict(), task_name)
     logging.info("environment %s", {k: v for k, v in env.items() if v is not None})
-    for line in loaded.skipped:
-      logging.info("not read by dsbs.train: %s", line)
+    if loaded.skipped:
+      logging.info("not read by dsbs.train (T5X only; listed in experiment.json): %s",
+                   "; ".join(loaded.skipped))
 
   # ---- Mesh and sharding rules ----------------------------------------------------------
   devices = jax.devices()[:cfg.mesh_devices] if cfg.mesh_devices else None
@@ -238,6 +268,13 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig) -> dict[s
   rules = partitioning.logical_axis_rules(fsdp=cfg.fsdp)
   batch_sharding = NamedSharding(mesh, P("data"))
   replicated = NamedSharding(mesh, P())
+
+  # ---- Checks before anything is written ------------------------------------------------
+  plan = preflight.check(exp, data_parallel=mesh.shape["data"],
+                         eval_batch_size=cfg.eval_batch_size, eval_split=eval_split)
+  if is_main:
+    for line in plan.notes:
+      logging.info("%s", line)
 
   # ---- Input ----------------------------------------------------------------------------
   provider = seqio.get_mixture_or_task(task_name)
@@ -252,16 +289,16 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig) -> dict[s
                                    dtype=compute_dtype(cfg.dtype), **overrides)
   if model_cfg.vocab_size < vocab.vocab_size:
     if exp.initial_checkpoint_path:
-      raise ValueError(f"model {exp.student} has vocab_size {model_cfg.vocab_size} < the "
-                       f"task's vocabulary ({vocab.vocab_size})")
+      raise experiment.ExperimentError(
+          f"STUDENT = {exp.student!r} has vocab_size {model_cfg.vocab_size}, fewer ids than "
+          f"VOCAB = {exp.vocab!r} ({vocab.vocab_size}); a pretrained student "
+          "(INITIAL_CHECKPOINT_PATH) cannot grow its vocabulary: pick its own VOCAB")
     padded = -(-vocab.vocab_size // 128) * 128  # from scratch: grow to fit, MXU-friendly
     logging.info("vocab_size %d -> %d to fit the task's vocabulary", model_cfg.vocab_size, padded)
     model_cfg = model_cfg.replace(vocab_size=padded)
   model = model_lib.Transformer(model_cfg)
-  start_step = _initial_step(exp.initial_checkpoint_path)
+  start_step = preflight.initial_step(exp.initial_checkpoint_path)
   num_steps = exp.train_steps - start_step
-  if num_steps <= 0:
-    raise ValueError(f"TRAIN_STEPS={exp.train_steps} <= the initial checkpoint's step {start_step}")
   tx, schedule = optim.make_optimizer(cfg.optimizer, num_steps, exp.learning_rate)
 
   # ---- Shape-first init: abstract state -> shardings -> jit(init, out_shardings) ---------
@@ -284,9 +321,10 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig) -> dict[s
     return loss * normalizer, normalizer, aux
 
   # ---- Checkpoint: resume or initialise -------------------------------------------------
+  best_metric = (cfg.best_metric or None) if plan.validation else None
+  new_dir = "://" not in model_dir and not os.path.exists(model_dir)
   ckpt = train_checkpoints.Checkpointer(train_checkpoints.checkpoint_dir(model_dir),
-                                        keep=cfg.keep_checkpoints,
-                                        best_metric=cfg.best_metric or None,
+                                        keep=cfg.keep_checkpoints, best_metric=best_metric,
                                         async_save=cfg.async_checkpoints)
   data_key = {"seed": exp.seed, "batch_size": exp.batch_size, "pack": exp.pack,
               "task": task_name, "lengths": dict(lengths),
@@ -299,8 +337,11 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig) -> dict[s
     abstract_os = train_checkpoints.abstract_like_shardings(abstract_opt, opt_shardings)
     params, opt_state, meta = ckpt.restore(latest, abstract_ps, abstract_os)
     if meta.get("data") != data_key:
-      raise ValueError(f"{model_dir}: checkpoint {latest} was written with input {meta.get('data')}"
-                       f", this run reads {data_key}; the data position would not match")
+      ckpt.close()
+      raise experiment.ExperimentError(
+          f"--model_dir={model_dir}: checkpoint {latest} was written with input "
+          f"{meta.get('data')}, this run reads {data_key}; the data position would not match "
+          "(rerun with the run's own settings, or pick a new --model_dir)")
     state = TrainState(step=jax.device_put(jnp.asarray(latest, jnp.int32), replicated),
                        params=params, opt_state=opt_state)
     batches_consumed = int(meta["batches_consumed"])
@@ -310,12 +351,24 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig) -> dict[s
     with jax.set_mesh(mesh):
       state = init_state(init_rng)
     if exp.initial_checkpoint_path:
-      state = state.replace(params=_load_initial(exp.initial_checkpoint_path, model_cfg,
-                                                 param_shardings, abstract_params))
+      try:
+        state = state.replace(params=_load_initial(exp, model_cfg, param_shardings,
+                                                   abstract_params))
+      except experiment.ExperimentError:
+        ckpt.close()
+        if new_dir:  # nothing but the empty checkpoints/ dir Orbax made: leave nothing behind
+          shutil.rmtree(model_dir, ignore_errors=True)
+        raise
     batches_consumed = 0
 
   # ---- Run dir ---------------------------------------------------------------------------
   step = int(jax.device_get(state.step))
+  if step >= exp.train_steps:  # a rerun of a finished run: nothing to train, nothing rewritten
+    ckpt.close()
+    logging.info("%s holds the finished run: its checkpoints reach step %d (TRAIN_STEPS = %d); "
+                 "nothing to train", model_dir, step, exp.train_steps)
+    return {"step": step, "complete": True, "model_dir": model_dir,
+            "eval": summaries.last_row(model_dir, "eval") if plan.validation else "none"}
   if is_main:
     io_dir = model_dir
     summaries.write_json(io_dir, "experiment.json", {
@@ -326,7 +379,8 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig) -> dict[s
     summaries.write_json(io_dir, "provenance.json", _provenance(provider, loaded, mesh, env))
   log = summaries.RunLog(model_dir, start_step=step, total_steps=exp.train_steps, enabled=is_main,
                          tensorboard=cfg.tensorboard, progress=cfg.progress)
-  eval_period, save_period = exp.eval_period, exp.saving_period
+  eval_period = exp.eval_period if plan.validation else 0
+  save_period = exp.saving_period
 
   def run_eval(params) -> dict[str, float]:
     scalars = evaluate_losses(params)
@@ -407,27 +461,27 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig) -> dict[s
     if is_main:
       summaries.write_text(model_dir, "operative_config.gin", gin.operative_config_str())
     log.close()
-  result = {"step": step, "eval": final_eval, "model_dir": model_dir}
+  result = {"step": step, "complete": True, "model_dir": model_dir,
+            "eval": final_eval if plan.validation else "none"}
   if is_main:
     summaries.write_json(model_dir, "train_result.json", result)
   return result
 
 
-def _initial_step(path: str | None) -> int:
-  """T5X semantics: fine-tuning from `.../checkpoint_N` continues the step count at N."""
-  if not path:
-    return 0
-  base = os.path.basename(path.rstrip("/"))
-  return int(base.split("_")[-1]) if base.startswith("checkpoint_") and base.split("_")[-1].isdigit() else 0
-
-
-def _load_initial(path: str, model_cfg: Any, shardings: Any, abstract: Any) -> Any:
+def _load_initial(exp: experiment.Experiment, model_cfg: Any, shardings: Any,
+                  abstract: Any) -> Any:
   """Pretrained weights from a T5X or HuggingFace checkpoint, placed on `shardings`."""
-  _, params = checkpoint_formats.load_hf_or_t5x(path, model_cfg)
+  path = exp.initial_checkpoint_path
+  where = (f"INITIAL_CHECKPOINT_PATH = {path!r} does not load as STUDENT = {exp.student!r} "
+           "(pick the STUDENT the checkpoint was trained as)")
+  try:
+    _, params = checkpoint_formats.load_hf_or_t5x(path, model_cfg)
+  except (ValueError, OSError) as e:  # the readers name what does not match
+    raise experiment.ExperimentError(f"{where}: {e}") from None
   shapes = jax.tree.map(lambda a: a.shape, abstract)
   got = jax.tree.map(lambda a: np.shape(a), params)
   if shapes != got:
-    raise ValueError(f"{path}: parameter shapes do not match the model config")
+    raise experiment.ExperimentError(f"{where}: the parameter shapes differ")
   return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x, np.float32), s), params, shardings)
 
 
@@ -454,13 +508,13 @@ def _provenance(provider, loaded: experiment.Loaded, mesh, env: dict[str, Any]
 
 def cli(argv: Sequence[str] | None = None) -> int:
   """`python -m dsbs.train`: exit code 0, 2 for a bad experiment, 3 for a NaN/Inf loss."""
+  verbose = console.is_verbose(argv)
   try:
     out = main(argv)
   except experiment.ExperimentError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    return console.fail(e, verbose)
   except NonFiniteLossError as e:
-    print(f"error: {e}", file=sys.stderr)
+    console.fail(e, verbose)
     return 3
   print(json.dumps(out, indent=2, default=str))
   return 0

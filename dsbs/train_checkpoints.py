@@ -118,6 +118,10 @@ def find_params_dir(path: str) -> tuple[str, int | None]:
     base = os.path.basename(path)
     return os.path.join(path, "params"), int(base) if base.isdigit() else None
   ckpt_root = checkpoint_dir(path) if os.path.isdir(checkpoint_dir(path)) else path
+  # A read-only manager warns, on every evaluation, that its directory is read only.
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
   mngr = ocp.CheckpointManager(ckpt_root, item_names=_ITEMS,
                                options=ocp.CheckpointManagerOptions(read_only=True, create=False))
   try:
@@ -128,6 +132,7 @@ def find_params_dir(path: str) -> tuple[str, int | None]:
     step = _best_from_metadata(mngr, steps) or max(steps)
   finally:
     mngr.close()
+    absl_logger.setLevel(level)
   return os.path.join(ckpt_root, str(step), "params"), step
 
 

@@ -4,13 +4,14 @@ dsbs (the built-in runner): one command,
     python -m dsbs.train --gin_file=<experiment> --gin.<MACRO>=<value>... --model_dir=<run dir>
         --then_evaluate
 which trains (resuming from the run dir's checkpoint), then decodes the test split with the
-best-on-validation checkpoint into `<run dir>/eval/metrics.json` and `predictions.jsonl`.
+best-on-validation checkpoint into `<run dir>/eval/test_greedy/metrics.json` and
+`predictions.jsonl`.
 
 t5x: `python -m t5x.train` with the same macros and MODEL_DIR; then the runner picks the step
 with the best validation accuracy from `<run dir>/inference_eval/*-metrics.jsonl` (among the
 checkpoints that exist), runs `python -m t5x.eval` with `gin_configs/eval.gin` on the test split
-into `<run dir>/test_eval`, and writes its scores to `<run dir>/eval/metrics.json`, the file
-the report reads for both engines.
+into `<run dir>/test_eval`, and writes its scores to `<run dir>/eval/test_greedy/metrics.json`,
+the file the report reads for both engines (`dsbs.report.TEST_METRICS`).
 """
 from __future__ import annotations
 
@@ -138,7 +139,8 @@ def best_t5x_checkpoint(run_dir: str, metric: str = "accuracy") -> dict[str, Any
 
 
 def write_t5x_test_metrics(run_dir: str, chosen: dict[str, Any]) -> str:
-  """t5x.eval's test scores -> `<run dir>/eval/metrics.json` (the shape dsbs.evaluate writes)."""
+  """t5x.eval's test scores -> `<run dir>/<report.TEST_METRICS>` (the shape dsbs.evaluate
+  writes)."""
   rows = _metrics_rows(_join(run_dir, T5X_TEST_DIR))
   if not rows:
     raise EngineError(f"{run_dir}/{T5X_TEST_DIR}: t5x.eval wrote no inference_eval metrics")

@@ -20,6 +20,8 @@ import functools
 import os
 
 import dsbs.data
+from dsbs.data import released
+from dsbs.data.benchmarks import SPECS
 from dsbs.tasks import registry
 from dsbs.tasks import sources
 from dsbs.tasks import user
@@ -43,12 +45,14 @@ def _register_builtins() -> None:
     if name in registry.datasets():
       continue
     space = dsbs.data.label_space(name)
+    carved = name in SPECS and SPECS[name].files["validation"] is None
     registry.add_dataset(registry.DatasetDef(
         name=name,
         loader=_builtin_loader(name),
         splits=tuple(dsbs.data.SPLITS),
         kind=dsbs.data.kind(name),
         label_space=tuple(space) if space else None,
+        validation_origin=f"validation is {released.VALIDATION_RULE}" if carved else None,
     ))
 
 

@@ -68,12 +68,15 @@ class DatasetDef:
     splits: the splits that exist.
     kind: label-space kind (see dsbs.seqio_ext.postprocessors.LABEL_KINDS); picks metric and parser.
     label_space: closed label set for classification, else None.
+    validation_origin: where validation comes from when it is not a file of its own (said at
+      the start of a run), else None.
   """
   name: str
   loader: sources.Loader
   splits: tuple[str, ...]
   kind: str
   label_space: tuple[str, ...] | None = None
+  validation_origin: str | None = None
 
   def __post_init__(self):
     if not NAME_PATTERN.match(self.name):

@@ -186,8 +186,8 @@ class RecordSource(seqio.DataSource):
       if split == "train" and self._fraction < 100.0:
         examples = fractions.nested_subset(examples, self._fraction)
       cols, skipped = select(examples, self._variant, split)
-      if skipped:
-        logging.warning(
+      if skipped:  # a count, not a fault: a noisy teacher leaves some records unusable
+        logging.info(
             "dsbs.tasks %s/%s (%g%%) %s: kept %d of %d records; skipped %s", self._name,
             self._variant, self._fraction, split, len(cols["id"]), len(examples),
             ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())))

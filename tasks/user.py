@@ -5,6 +5,8 @@ Each line is either a canonical record (`dsbs.data.record.Example` fields) or a 
   {"input": "...", "label": "...", "rationale": "...", "teacher_label": "...", "id": "..."}
 
 with only `input` required (plus `label` wherever gold-label tasks or evaluation need it).
+A dataset given train but no validation file gets a validation split carved from train, by the
+rule of the released cqa and svamp (`dsbs.data.released.VALIDATION_RULE`).
 `id` defaults to the line number. Without `parse_status`, it is derived: OK when the row has a
 rationale and a teacher label; a rationale without `teacher_label` is taken as explaining the gold
 label (human-written rationales), so `teacher_label = label`; otherwise NO_TEACHER. Malformed
@@ -26,6 +28,7 @@ from typing import Any, Sequence
 
 from dsbs import fileio
 from dsbs.data import record
+from dsbs.data import released
 from dsbs.seqio_ext import arith
 from dsbs.seqio_ext import postprocessors
 from dsbs.tasks import registry
@@ -34,6 +37,7 @@ ENV_VAR = "DSBS_USER_DATASETS"
 _PLAIN_FIELDS = ("id", "input", "label", "rationale", "teacher_label")
 _CANONICAL_FIELDS = _PLAIN_FIELDS + ("parse_status", "meta")
 _CONFIG_KEYS = ("name", "train", "validation", "test", "kind", "label_space", "replace")
+CARVED_VALIDATION = f"no validation file: validation is {released.VALIDATION_RULE}"
 
 
 def _to_example(row: Any, path: str, line: int) -> record.Example:
@@ -86,15 +90,28 @@ def read_user_jsonl(path: str, *, kind: str = "free",
 
 
 class _JsonlLoader:
-  """split -> examples of the file given for that split (picklable, reads lazily)."""
+  """split -> examples of the file given for that split (picklable, reads lazily).
 
-  def __init__(self, paths: dict[str, str], kind: str, label_space: Sequence[str] | None):
-    self.paths, self.kind, self.label_space = paths, kind, label_space
+  With `carve`, there is no validation file: validation is the 10% of train whose
+  sha256("dsbs-validation-v1:" + id) sorts last, as for the released cqa and svamp, and train
+  excludes those rows.
+  """
+
+  def __init__(self, paths: dict[str, str], kind: str, label_space: Sequence[str] | None,
+               carve: bool = False):
+    self.paths, self.kind, self.label_space, self.carve = paths, kind, label_space, carve
+
+  def _read(self, split: str) -> list[record.Example]:
+    return read_user_jsonl(self.paths[split], kind=self.kind, label_space=self.label_space)
 
   def __call__(self, split: str) -> list[record.Example]:
+    if self.carve and split in ("train", "validation"):
+      examples = self._read("train")
+      held = released.validation_ids([ex.id for ex in examples])
+      return [ex for ex in examples if (ex.id in held) == (split == "validation")]
     if split not in self.paths:
       raise ValueError(f"no file for split {split!r}; given: {sorted(self.paths)}")
-    return read_user_jsonl(self.paths[split], kind=self.kind, label_space=self.label_space)
+    return self._read(split)
 
 
 def register_dataset(name: str, train: str | None = None, validation: str | None = None,
@@ -105,7 +122,8 @@ def register_dataset(name: str, train: str | None = None, validation: str | None
 
   Args:
     name: dataset name ([a-z][a-z0-9_]*), the prefix of every task name.
-    train, validation, test: JSONL paths (local or gs://); at least one.
+    train, validation, test: JSONL paths (local or gs://); at least one. Without a validation
+      file, validation is carved from train (see `_JsonlLoader`).
     kind: "classification", "multiple_choice", "arithmetic", "numeric" or "free".
     label_space: closed label set (classification); labels outside it are errors.
     replace: re-register an existing name.
@@ -124,8 +142,12 @@ def register_dataset(name: str, train: str | None = None, validation: str | None
     if check_files and not fileio.exists(p):
       raise FileNotFoundError(f"dataset {name!r}: {split} file {p} does not exist")
   space = tuple(label_space) if label_space else None
-  defn = registry.DatasetDef(name=name, loader=_JsonlLoader(paths, kind, space),
-                             splits=tuple(paths), kind=kind, label_space=space)
+  carve = "train" in paths and "validation" not in paths
+  splits = tuple(s for s in ("train", "validation", "test") if s in paths or
+                 (carve and s == "validation"))
+  defn = registry.DatasetDef(name=name, loader=_JsonlLoader(paths, kind, space, carve),
+                             splits=splits, kind=kind, label_space=space,
+                             validation_origin=CARVED_VALIDATION if carve else None)
   return registry.add_dataset(defn, replace=replace, **grid)
 
 

@@ -25,3 +25,24 @@ def data_dir() -> str:
   if d is None:
     pytest.skip("released data not found: set DSBS_TEST_DATA_DIR or place it at ../shared/data/dsbs")
   return d
+
+
+# Tests marked `slow` (minutes each: a fresh venv, whole commands) run with --run-slow or
+# DSBS_RUN_SLOW=1; the default run keeps their fast cases.
+def pytest_addoption(parser):
+  parser.addoption("--run-slow", action="store_true", default=False,
+                   help="also run the tests marked slow")
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: minutes of work; runs with --run-slow or "
+                          "DSBS_RUN_SLOW=1")
+
+
+def pytest_collection_modifyitems(config, items):
+  if config.getoption("--run-slow") or os.environ.get("DSBS_RUN_SLOW") == "1":
+    return
+  skip = pytest.mark.skip(reason="slow: run with --run-slow (or DSBS_RUN_SLOW=1)")
+  for item in items:
+    if "slow" in item.keywords:
+      item.add_marker(skip)

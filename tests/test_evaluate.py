@@ -1,6 +1,8 @@
-"""dsbs.evaluate on a checkpoint of the tiny runner: files, fields, decoding modes."""
+"""dsbs.evaluate on a checkpoint of the tiny runner: files, fields, decoding modes, the
+default output dirs per decoder, the rationale metric, and one-line errors (exit code 2)."""
 import json
 import os
+import re
 
 import gin
 import pytest
@@ -55,9 +57,55 @@ def test_beam_with_rationale_from_step_dir(run_dir, tmp_path):
   assert len(rows) == 4 and all(isinstance(r["rationale"], str) for r in rows)
 
 
-def test_missing_checkpoint_is_a_clear_error(tmp_path):
-  with pytest.raises((FileNotFoundError, ValueError)):
-    evaluate.main([f"--checkpoint={tmp_path}", "--task=tiny_add_dsbs_byte"])
+def _evaluate(capsys, *argv):
+  rc = evaluate.cli(list(argv))
+  out, err = capsys.readouterr()
+  assert "Traceback" not in err
+  return rc, [line for line in err.splitlines() if line.startswith("error: ")], out
+
+
+def test_evaluate_errors(capsys, tmp_path, run_dir):
+  (tmp_path / "empty").mkdir()
+  (tmp_path / "fresh_run").mkdir()
+  (tmp_path / "fresh_run" / "model_config.json").write_text("{}")
+  cases = [
+      ([f"--checkpoint={tmp_path / 'nope'}"], f"--checkpoint={tmp_path / 'nope'}: no such file "
+                                              "or directory; expected a dsbs run dir"),
+      ([f"--checkpoint={tmp_path / 'empty'}"], "the directory is empty; expected a dsbs run dir"),
+      ([f"--checkpoint={tmp_path / 'fresh_run'}"], "holds no checkpoint yet"),
+      ([f"--checkpoint={run_dir}", "--num_beams=0", "--decode=beam"],
+       "--num_beams=0: must be a positive integer"),
+      ([f"--checkpoint={run_dir}", "--batch_size=-1"],
+       "--batch_size=-1: must be a positive integer"),
+      ([f"--checkpoint={run_dir}", "--task=tiny_add_dsbs_bte"],
+       "--task=tiny_add_dsbs_bte: not a registered task or mixture (did you mean "
+       "tiny_add_dsbs_byte"),
+      ([f"--checkpoint={run_dir}", "--split=dev"],
+       "--split=dev: task tiny_add_label_gt_byte has the splits ['train', 'validation', 'test']"),
+      ([f"--checkpoint={run_dir}", "--feature_lengths={inputs: 3}"],
+       "--feature_lengths={inputs: 3}: not JSON"),
+  ]
+  before = sorted(run_dir.rglob("*"))
+  for argv, message in cases:
+    rc, errors, _ = _evaluate(capsys, *argv)
+    assert rc == 2 and len(errors) == 1 and message in errors[0], (argv, errors)
+  assert sorted(run_dir.rglob("*")) == before  # nothing written by a refused evaluation
+
+
+def test_evaluate_writes_per_decoder_and_scores_rationales(capsys, run_dir):
+  for argv in (["--decode=greedy"], ["--decode=beam", "--num_beams=2"]):
+    rc, errors, _ = _evaluate(capsys, f"--checkpoint={run_dir}", "--max_examples=4",
+                              "--with_rationale", *argv)
+    assert rc == 0, errors
+  greedy = json.loads((run_dir / "eval" / "test_greedy" / "metrics.json").read_text())
+  beam = json.loads((run_dir / "eval" / "test_beam2" / "metrics.json").read_text())
+  assert greedy["decode"] == "greedy" and beam["decode"] == "beam" and beam["num_beams"] == 2
+  score = greedy["metrics"]["tiny_add_label_gt_byte/rationale_ends_in_gold"]
+  rows = [json.loads(l) for l in
+          (run_dir / "eval" / "test_greedy" / "predictions.jsonl").read_text().splitlines()]
+  numbers = [re.findall(r"\d+(?:\.\d+)?", r["rationale"]) for r in rows]
+  want = sum(bool(n) and float(n[-1]) == float(r["target"]) for n, r in zip(numbers, rows))
+  assert len(rows) == 4 and score == pytest.approx(100.0 * want / len(rows))
 
 
 def test_hf_and_t5x_exports_evaluate_like_the_run_dir(run_dir, tmp_path):

@@ -24,6 +24,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
+from dsbs import report  # pylint: disable=wrong-import-position
 from launch import definition  # pylint: disable=wrong-import-position
 from launch import engines  # pylint: disable=wrong-import-position
 from launch import state as state_lib  # pylint: disable=wrong-import-position
@@ -282,8 +283,9 @@ binds = dict(a[len("--gin."):].split("=", 1) for a in args if a.startswith("--gi
 (run / "experiment.json").write_text(json.dumps({{"bindings": binds}}))
 if todo.get("metrics", True) and "--then_evaluate" in args:
   acc = 30 + 10 * ("dsbs" in binds["METHOD"]) + float(binds.get("FRACTION", 100)) / 10
-  (run / "eval").mkdir(exist_ok=True)
-  (run / "eval" / "metrics.json").write_text(json.dumps({{"metrics": {{"accuracy": acc}}}}))
+  (run / "eval" / "test_greedy").mkdir(parents=True, exist_ok=True)
+  (run / "eval" / "test_greedy" / "metrics.json").write_text(
+      json.dumps({{"metrics": {{"accuracy": acc}}}}))
 with open(run / "invocations", "a") as f:
   f.write("end\\n")
 '''
@@ -362,7 +364,7 @@ def test_exit_zero_without_test_metrics_is_a_failure(fake):
   set_plan({"*": {"metrics": False}})
   assert _runner(defn, sweep_dir, only="finetune").run() == 1
   cell = _cells(sweep_dir)["arith-finetune"]
-  assert cell["status"] == "failed" and "no eval/metrics.json" in cell["reason"]
+  assert cell["status"] == "failed" and f"no {report.TEST_METRICS}" in cell["reason"]
   assert _cells(sweep_dir)["arith-dsbs"]["status"] == "pending"  # --only
 
 
@@ -565,7 +567,7 @@ def test_t5x_phases_pick_the_best_validation_checkpoint(tmp_path):
   (out / "anli1_label_gt-metrics.jsonl").write_text(json.dumps({"step": 2000, "accuracy": 52.5})
                                                     + "\n")
   test.finish()
-  got = json.loads((run / "eval" / "metrics.json").read_text())
+  got = json.loads((run / report.TEST_METRICS).read_text())
   assert got["metrics"] == {"anli1_label_gt/accuracy": 52.5, "accuracy": 52.5}
   assert got["step"] == 2000 and got["engine"] == "t5x"
   with pytest.raises(engines.EngineError, match="no checkpoint"):
@@ -592,7 +594,8 @@ def test_shipped_sweeps_dry_run(capsys, monkeypatch):
   clean_only = tpu.code_state  # the checkout may have uncommitted changes while tests run
   monkeypatch.setattr(tpu, "code_state",
                       lambda job: clean_only(dataclasses.replace(job, allow_dirty=True)))
-  expected = {"tiny_local.py": (8, 8), "arith_paper.py": (48, 48), "anli_v5e_spot.py": (9, 18),
+  expected = {"tiny_local.py": (8, 8), "arith_paper.py": (48, 48), "main_job.py": (6, 6),
+              "anli_v5e_spot.py": (9, 18),
               "anli_rate_x_pct.py": (96, 192), "paper_methods.py": (120, 240)}
   for path in sorted((REPO / "launch" / "sweeps").glob("*.py")):
     assert sweep_lib.main(["run", str(path), "--dry_run"]) == 0
@@ -623,7 +626,6 @@ def test_shipped_sweeps_dry_run(capsys, monkeypatch):
 @pytest.mark.timeout(900)
 def test_tiny_sweep_end_to_end_with_the_real_trainer(tmp_path):
   """Two cells of tiny_local through `dsbs.train --then_evaluate`, resumed once, reported."""
-  from dsbs import report  # pylint: disable=g-import-not-at-top
   defn = tmp_path / "tiny.py"
   defn.write_text((REPO / "launch" / "sweeps" / "tiny_local.py").read_text().replace(
       '"seed": [0, 1]', '"seed": [0]').replace('"fraction": [25, 100]', '"fraction": [25]')
@@ -642,7 +644,7 @@ def test_tiny_sweep_end_to_end_with_the_real_trainer(tmp_path):
     run = sweep_dir / "runs" / name
     exp = json.loads((run / "experiment.json").read_text())
     assert "finetune" in json.dumps(exp) if "finetune" in name else "dsbs" in json.dumps(exp)
-    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    metrics = json.loads((run / report.TEST_METRICS).read_text())
     assert 0 <= metrics["metrics"]["accuracy"] <= 100
     rec = json.loads((run / "run_record.json").read_text())
     assert rec["status"] == "done" and rec["experiment"]

@@ -61,18 +61,18 @@ def test_bootstrap_is_seeded_and_sensible():
 
 def _run(root, name, overrides, status="done", acc=None, metrics_text=None, predictions=None):
   run = root / "runs" / name
-  (run / "eval").mkdir(parents=True)
+  (run / report.TEST_METRICS).parent.mkdir(parents=True)
   (run / "run_record.json").write_text(json.dumps(
       {"sweep": "hand", "cell": name, "overrides": overrides, "status": status,
        "git": {"commit": "c" * 40, "dirty": False}}))
   if metrics_text is not None:
-    (run / "eval" / "metrics.json").write_text(metrics_text)
+    (run / report.TEST_METRICS).write_text(metrics_text)
   elif acc is not None:
-    (run / "eval" / "metrics.json").write_text(json.dumps(
+    (run / report.TEST_METRICS).write_text(json.dumps(
         {"split": "test", "step": 100, "metrics": {"arith_label_gt/accuracy": acc,
                                                    "accuracy": acc}}))
   if predictions is not None:
-    (run / "eval" / "predictions.jsonl").write_text("".join(
+    (run / report.TEST_PREDICTIONS).write_text("".join(
         json.dumps({"task": "arith_label_gt", "id": str(i), "correct": c}) + "\n"
         for i, c in enumerate(predictions)))
   return str(run)

@@ -45,7 +45,10 @@ def test_plain_jsonl_family(tmp_path):
                                                          ("2", "Grass is green.")]
   assert _texts("toy_plain_distill_byte", "train") == [("1", "yes"), ("2", "no")]
   assert _texts("toy_plain_cot_byte", "test") == [("t1", "So the answer is yes.")]
-  assert seqio.get_mixture_or_task("toy_plain_dsbs_byte").tasks[0].splits == ("train", "test")
+  # No validation file: validation is carved from train (none of 4 rows: 10% rounds to 0).
+  assert seqio.get_mixture_or_task("toy_plain_dsbs_byte").tasks[0].splits == (
+      "train", "validation", "test")
+  assert _texts("toy_plain_label_gt_byte", "validation") == []
   skips = seqio.get_mixture_or_task("toy_plain_rationale_byte").source.skip_counts("train")
   assert skips == {"parse_status=no_teacher": 2}
   with pytest.raises(ValueError, match="already registered"):

@@ -1,4 +1,5 @@
 """End-to-end teacher runs against the fake OpenAI-compatible server, with injected faults."""
+import asyncio
 import dataclasses
 import json
 import os
@@ -326,15 +327,43 @@ def test_rpm_limit_and_connection_errors(tmp_path):
     assert time.monotonic() - t0 >= 0.4 and res.kept == 5
     times = sorted(r.time for r in srv.log)  # as received: allow some network jitter
     assert times[-1] - times[0] >= 0.35 and min(b - a for a, b in zip(times, times[1:])) >= 0.05
-  # Nothing listens on the server's old port any more: connection errors, retried, then failed.
-  res = generate.run(_cfg(tmp_path / "down", srv, max_retries=1), _examples(2))
-  assert res.failed == 2 and res.kept == 0
-  assert res.provenance["requests"]["by_status"] == {"connection_error": 4}
-  assert res.provenance["requests"]["retries"] == 2
-  down = dataclasses.replace(_cfg(tmp_path / "down2", srv, max_retries=0, concurrency=1),
-                             max_consecutive_failures=3)
-  with pytest.raises(generate.RunAborted, match="3 requests in a row failed"):
-    generate.run(down, _examples(10))
+  # Nothing listens on the server's old port any more: nothing ever answered, so no retry can
+  # help; the run stops at once.
+  t0 = time.monotonic()
+  with pytest.raises(client_lib.FatalEndpointError, match="nothing answers at http://127.0.0.1"):
+    generate.run(_cfg(tmp_path / "down", srv, max_retries=6, backoff_base=1.0), _examples(2))
+  assert time.monotonic() - t0 < 5
+  # After an answer, a connection error is a hiccup: retried, then the request fails.
+  async def after_an_answer():
+    cfg = _cfg(tmp_path / "down1", srv, max_retries=1).endpoint
+    async with client_lib.OpenAIClient(cfg) as c:
+      c.answered = True
+      with pytest.raises(client_lib.EndpointError, match="gave up after 2 attempts"):
+        await c.complete([{"role": "user", "content": "q"}], {})
+      return c.stats
+  stats = asyncio.run(after_an_answer())
+  assert stats.statuses == {"connection_error": 2} and stats.retries == 1
+  # An endpoint that answers, but only with errors: a run stops after N failures in a row.
+  with FakeOpenAIServer(answer, faults={f"q{i}": ["500"] for i in range(10)},
+                        max_seconds=30) as srv:
+    down = dataclasses.replace(_cfg(tmp_path / "down2", srv, max_retries=0, concurrency=1),
+                               max_consecutive_failures=3)
+    with pytest.raises(generate.RunAborted, match="3 requests in a row failed"):
+      generate.run(down, _examples(10))
+
+
+def test_an_address_where_nothing_answers_exits_2_at_once(tmp_path, capsys):
+  with FakeOpenAIServer(answer, max_seconds=30) as srv:
+    url = srv.base_url
+  _write_inputs(tmp_path, 2)
+  t0 = time.monotonic()
+  rc = cli.main(["generate", "--input_file", str(tmp_path / "in.jsonl"), "--prompt_file",
+                 str(tmp_path / "prompt.json"), "--output_dir", str(tmp_path / "out"),
+                 "--base_url", url, "--model", "m", "--quiet"])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert rc == 2 and time.monotonic() - t0 < 10
+  assert err[-1].startswith(f"dsbs.teacher: error: --base_url={url}: nothing answers at ")
+  assert "fake-server" in err[-1]
 
 
 def test_dry_run_counts_without_sending_and_render_prints_the_prompt(tmp_path, capsys):

@@ -8,6 +8,7 @@ import pytest
 
 import train_fixtures as support
 from dsbs import experiment
+from dsbs import preflight
 from dsbs import train
 from dsbs.seqio_ext import feature_converters
 
@@ -60,7 +61,7 @@ optim.OptimizerConfig.name = 'adamw'
   assert not stand_ins  # the T5X stand-ins are gone after the parse
   cfg = train.TrainConfig()
   assert cfg.log_period == 7 and cfg.optimizer.name == "adamw"
-  assert train._initial_step(exp.initial_checkpoint_path) == 1_000_000
+  assert preflight.initial_step(exp.initial_checkpoint_path) == 1_000_000
 
 
 def test_two_readings_of_one_definition_are_equal(tmp_path):

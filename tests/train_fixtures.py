@@ -52,15 +52,16 @@ LABEL_TASK = "tiny_add_label_gt_byte"
 RATIONALE_TASK = "tiny_add_rationale_byte"
 
 
-def tiny_gin(path: str, steps: int = 3, method: str = "dsbs", extra: str = "") -> str:
+def tiny_gin(path: str, steps: int = 3, method: str = "dsbs", extra: str = "",
+             dataset: str = "tiny_add", module: str = "train_fixtures") -> str:
   """Writes an experiment file for the tiny model and returns its path."""
   text = f"""
 include 't5x/examples/t5/t5_1_1/small.gin'
-DATASET = 'tiny_add'
+DATASET = '{dataset}'
 METHOD = '{method}'
 VOCAB = 'byte'
 PACK = False
-MIXTURE_OR_TASK_MODULE = 'train_fixtures'
+MIXTURE_OR_TASK_MODULE = '{module}'
 TASK_FEATURE_LENGTHS = {{'inputs': 24, 'targets': 16}}
 TRAIN_STEPS = {steps}
 BATCH_SIZE = 8

@@ -97,6 +97,11 @@ RELEASE_MANIFEST: dict[str, str] = {
 }
 
 
+# `python -m dsbs.train` has no data flag: the environment variable is the one way every program
+# shares, so the messages name it first.
+_FLAG_NOTE = "python -m dsbs.data and dsbs.teacher also take --data_dir"
+
+
 class DataDirError(RuntimeError):
   """No usable data dir: nothing configured and the download failed."""
 
@@ -181,7 +186,7 @@ def download_release(
     except (urllib.error.URLError, OSError, ValueError) as e:
       raise DataDirError(
           f"could not download {url} ({e}); download it yourself, unzip it and set "
-          f"{ENV_DATA_DIR} (or --data_dir) to the folder holding 'svamp/', 'cqa/', ...") from None
+          f"{ENV_DATA_DIR} to the folder holding 'svamp/', 'cqa/', ... ({_FLAG_NOTE})") from None
     if sha256 and digest != sha256.lower():
       raise DataDirError(f"{url}: sha256 {digest} does not match the pinned {sha256}")
     logging.info("downloaded %s (sha256 %s)", url, digest)
@@ -217,7 +222,7 @@ def resolve_data_dir(flag: str | None = None, *, download: bool = True) -> str:
     return cached
   if not download:
     raise DataDirError(
-        f"no data dir: set {ENV_DATA_DIR} or --data_dir, or allow the download of {RELEASE_URL} "
+        f"no data dir: set {ENV_DATA_DIR} ({_FLAG_NOTE}), or allow the download of {RELEASE_URL} "
         f"into {cached}")
   url = os.environ.get(ENV_URL) or RELEASE_URL
   logging.warning("no data dir configured: downloading %s into %s", url, cached)

@@ -30,6 +30,8 @@ from dsbs.data.record import NO_TEACHER, Example, RecordError, iter_json_objects
 
 VALIDATION_FRACTION = 0.1
 VALIDATION_SALT = "dsbs-validation-v1"
+VALIDATION_RULE = (f"the {VALIDATION_FRACTION:.0%} of train whose "
+                   f"sha256(\"{VALIDATION_SALT}:\" + id) sorts last (train excludes them)")
 
 _CHUNK = re.compile(r"^(train|valid|test)_CoT_(\d+)\.json$")
 
@@ -40,7 +42,8 @@ class MissingSplitError(FileNotFoundError):
   def __init__(self, dataset: str, split: str, path: str):
     super().__init__(
         f"{dataset} split {split!r} needs {path}, which does not exist. Get the full release "
-        f"({RELEASE_URL}), unzip it and point --data_dir or DSBS_DATA_DIR at the folder holding "
+        f"({RELEASE_URL}), unzip it and point DSBS_DATA_DIR (or the --data_dir flag of "
+        f"dsbs.data and dsbs.teacher) at the folder holding "
         f"'{dataset}/'."
     )
     self.dataset, self.split, self.path = dataset, split, path

@@ -7,8 +7,8 @@
   python -m dsbs.teacher fake-server --port=8000     # an offline OpenAI-compatible stand-in
 
 Exit status: 0 done; 1 done but some requests failed for good (rerun the same command to retry
-only those); 2 bad usage or an endpoint that refuses every request; 130 interrupted (rerun to
-resume: completed responses are cached).
+only those); 2 bad usage, an endpoint that refuses every request, or an address where nothing
+answers; 130 interrupted (rerun to resume: completed responses are cached).
 """
 from __future__ import annotations
 
@@ -180,6 +180,10 @@ def _generate(args: argparse.Namespace) -> int:
   try:
     result = generate.run(cfg, examples)
   except client_lib.FatalEndpointError as e:
+    if e.status is None:  # nothing answered at all
+      raise UsageError(f"--base_url={args.base_url}: {e}; start the server or fix the address "
+                       "(to try the stage offline: python -m dsbs.teacher fake-server "
+                       "--port=8000, then --base_url=http://127.0.0.1:8000/v1)") from None
     hint = ""
     if e.status in (401, 403):
       hint = (f" (check ${args.api_key_env})" if api_key else

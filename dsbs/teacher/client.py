@@ -3,8 +3,10 @@
 Works against vLLM, TGI, llama.cpp server, Ollama, OpenAI and Gemini's compatible endpoint:
 only the common subset of the protocol is used. Retries 429, 5xx, timeouts, connection errors
 and unreadable bodies with exponential backoff and jitter, honouring Retry-After; stops the
-whole run on errors that no retry can fix (401, 403, 404). The API key is sent as a bearer
-token and never appears in an exception, a log line or a stats record.
+whole run on errors that no retry can fix (401, 403, 404) and when nothing answers at the
+address at all (a refused connection or an unknown host before any response: a server that is
+not running or a wrong --base_url, where retries would only wait). The API key is sent as a
+bearer token and never appears in an exception, a log line or a stats record.
 """
 from __future__ import annotations
 
@@ -37,7 +39,8 @@ class EndpointError(Exception):
 
 
 class FatalEndpointError(EndpointError):
-  """The endpoint refuses every request (bad key, wrong URL or model): the run must stop."""
+  """The endpoint refuses every request (bad key, wrong URL or model) or nothing answers at its
+  address: the run must stop."""
 
 
 class _Retryable(Exception):
@@ -164,6 +167,7 @@ class OpenAIClient:
     self._limiter = ratelimit.RateLimiter(config.rpm)
     self._sem = asyncio.Semaphore(config.concurrency)
     self._session = None
+    self.answered = False  # some response came back from the endpoint (any status)
 
   async def __aenter__(self) -> "OpenAIClient":
     headers = {"Content-Type": "application/json"}
@@ -243,9 +247,17 @@ class OpenAIClient:
     except asyncio.TimeoutError:
       self.stats.count("timeout")
       raise _Retryable(f"timed out after {self.config.timeout:g}s") from None
+    except aiohttp.ClientConnectorError as e:
+      self.stats.count("connection_error")
+      if not self.answered:
+        raise FatalEndpointError(self._redact(
+            f"nothing answers at {_safe_url(self.config.url)} ({type(e).__name__}: "
+            f"{e.os_error or e})")) from None
+      raise _Retryable(self._redact(f"connection error: {type(e).__name__}: {e}")) from None
     except aiohttp.ClientError as e:
       self.stats.count("connection_error")
       raise _Retryable(self._redact(f"connection error: {type(e).__name__}: {e}")) from None
+    self.answered = True
     self.stats.count(str(status))
     snippet = self._redact(raw[:300].decode("utf-8", "replace")).replace("\n", " ")
     if status in _FATAL_STATUSES:
