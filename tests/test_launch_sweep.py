@@ -638,7 +638,8 @@ def test_tiny_sweep_end_to_end_with_the_real_trainer(tmp_path):
                         text=True, timeout=900)
   assert proc.returncode == 0, proc.stdout + proc.stderr
   cells = _cells(str(sweep_dir))
-  assert set(cells) == {"arith-finetune-pct25-byte-default_student-s0", "arith-dsbs-pct25-byte-default_student-s0"}
+  assert set(cells) == {"arith-finetune-pct25-byte-default_student-s0",
+                        "arith-dsbs-pct25-byte-default_student-s0"}
   for name in cells:
     run = sweep_dir / "runs" / name
     exp = json.loads((run / "experiment.json").read_text())
