@@ -594,7 +594,8 @@ def test_shipped_sweeps_dry_run(capsys, monkeypatch):
   clean_only = tpu.code_state  # the checkout may have uncommitted changes while tests run
   monkeypatch.setattr(tpu, "code_state",
                       lambda job: clean_only(dataclasses.replace(job, allow_dirty=True)))
-  expected = {"tiny_local.py": (8, 8), "arith_paper.py": (48, 48), "anli_v5e_spot.py": (9, 18),
+  expected = {"tiny_local.py": (8, 8), "arith_paper.py": (48, 48), "main_job.py": (6, 6),
+              "anli_v5e_spot.py": (9, 18),
               "anli_rate_x_pct.py": (96, 192), "paper_methods.py": (120, 240)}
   for path in sorted((REPO / "launch" / "sweeps").glob("*.py")):
     assert sweep_lib.main(["run", str(path), "--dry_run"]) == 0
@@ -637,7 +638,8 @@ def test_tiny_sweep_end_to_end_with_the_real_trainer(tmp_path):
                         text=True, timeout=900)
   assert proc.returncode == 0, proc.stdout + proc.stderr
   cells = _cells(str(sweep_dir))
-  assert set(cells) == {"arith-finetune-pct25-byte-default_student-s0", "arith-dsbs-pct25-byte-default_student-s0"}
+  assert set(cells) == {"arith-finetune-pct25-byte-default_student-s0",
+                        "arith-dsbs-pct25-byte-default_student-s0"}
   for name in cells:
     run = sweep_dir / "runs" / name
     exp = json.loads((run / "experiment.json").read_text())

@@ -23,6 +23,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
+from dsbs import report
 from launch import tpu  # pylint: disable=wrong-import-position
 
 GIN = "gin_configs/exp.gin"
@@ -51,7 +52,7 @@ def jsonl(path, rows):
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text("".join(json.dumps(r) + "\\n" for r in rows))
 if args[1] == "dsbs.train" and "--then_evaluate" in args:
-  jsonl(gcs(opt["--model_dir"]) / "eval" / "metrics.json", [{{"metrics": {{"accuracy": 5.0}}}}])
+  jsonl(gcs(opt["--model_dir"]) / {report.TEST_METRICS!r}, [{{"metrics": {{"accuracy": 5.0}}}}])
 elif args[1] == "t5x.train" and "--gin.MODEL_DIR" in opt:
   run = gcs(gin_str(opt["--gin.MODEL_DIR"]))
   for step in (10, 20, 30):
@@ -786,7 +787,7 @@ def test_a_t5x_cell_tests_its_best_checkpoint_on_the_same_tpu(tpu_sweep, fake):
   assert all(f"--gin.CHECKPOINT_PATH='{run_dir}/checkpoint_20'" in r["argv"] for r in evals)
   assert evals[0]["argv"][:4] == ["-m", "t5x.eval", "--gin_file=gin_configs/eval.gin",
                                   "--gin.TRAIN_STEPS=5"]
-  metrics = json.loads(fake.gcs(f"{run_dir}/eval/metrics.json").read_text())
+  metrics = json.loads(fake.gcs(f"{run_dir}/{report.TEST_METRICS}").read_text())
   assert metrics["step"] == 20 and metrics["metrics"]["accuracy"] == 52.0
   verbs = fake.verbs()
   assert verbs.count("tpu-vm create") == verbs.count("tpu-vm delete") == 1

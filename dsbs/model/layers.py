@@ -389,8 +389,9 @@ def mlp(activations: tuple[str, ...], keep_prob: float, rules: Any, x: Array,
 
   `keep`: None, or the boolean dropout mask broadcastable to the hidden activations [..., mlp]
   (kept values are divided by `keep_prob`). The hidden activations are sharded as
-  ('batch', 'length', 'mlp') under `rules`. The backward pass is written by hand: the weight
-  gradients are formed from the [tokens, mlp] activation gradients in their natural layout.
+  ('batch', 'length', 'mlp') under `rules`. The backward pass is written by hand: it keeps only
+  the pre-activations (less memory than autodiff) and forms the weight gradients from the
+  [tokens, mlp] activation gradients in their natural layout (docs/performance_notes.md).
   """
   return _mlp_fwd(activations, keep_prob, rules, x, wi, wo, keep)[0]
 

@@ -25,6 +25,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -32,8 +33,7 @@ from dsbs import hostmem
 from dsbs.bench.timing import median_time
 
 T5X_PYTHON_ENV = "DSBS_T5X_PYTHON"
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__)))))
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # dsbs/
 
 
 def t5x_python(flag: str | None = None) -> tuple[str | None, str]:
@@ -61,11 +61,15 @@ def run(bc: Any, model_cfg: Any, python_flag: str | None = None) -> dict[str, An
   python, how = t5x_python(python_flag)
   if python is None:
     return {"available": False, "reason": how}
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(  # dsbs itself, installed there or not
-      p for p in (_REPO, os.environ.get("PYTHONPATH")) if p))
-  proc = subprocess.run([python, "-m", "dsbs.bench.peers.t5x", json.dumps(dataclasses.asdict(bc)),
-                         json.dumps(dataclasses.asdict(model_cfg))],
-                        capture_output=True, text=True, check=False, env=env)
+  with tempfile.TemporaryDirectory(prefix="dsbs-t5x-peer-") as path_dir:
+    # this dsbs, whether that interpreter has it installed or not, and nothing else from here
+    os.symlink(_PACKAGE, os.path.join(path_dir, "dsbs"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (path_dir, os.environ.get("PYTHONPATH")) if p))
+    proc = subprocess.run([python, "-m", "dsbs.bench.peers.t5x",
+                           json.dumps(dataclasses.asdict(bc)),
+                           json.dumps(dataclasses.asdict(model_cfg))],
+                          capture_output=True, text=True, check=False, env=env)
   if proc.returncode != 0:
     return {"available": False, "reason": f"T5X peer failed: {proc.stderr.strip()[-800:]}"}
   return dict(json.loads(proc.stdout.strip().splitlines()[-1]), available=True)
