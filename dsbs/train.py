@@ -311,8 +311,12 @@ def train(loaded: experiment.Loaded, model_dir: str, cfg: TrainConfig,
   in_cfg = input_pipeline.InputConfig(task_name, exp.task_feature_lengths, exp.batch_size,
                                       converter, seed=exp.seed)
   input_shards = cfg.input_shards or jax.process_count()
-  train_input = input_pipeline.TrainInput(
-      in_cfg, input_shards, multihost.local_rows(batch_sharding, exp.batch_size))
+  try:
+    train_input = input_pipeline.TrainInput(
+        in_cfg, input_shards, multihost.local_rows(batch_sharding, exp.batch_size))
+  except input_pipeline.InputShardError as e:
+    raise experiment.ExperimentError(f"TrainConfig.input_shards = {cfg.input_shards}: {e}"
+                                     ) from None
 
   # ---- Model ----------------------------------------------------------------------------
   overrides = dict(cfg.model_overrides)

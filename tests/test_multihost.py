@@ -15,7 +15,7 @@ import pytest
 
 import run_worker
 import train_fixtures as support
-from dsbs import evaluate, train_checkpoints
+from dsbs import evaluate, train, train_checkpoints
 
 pytestmark = pytest.mark.timeout(900)
 support.share_compilation_cache()
@@ -169,3 +169,16 @@ def test_one_host_killed_then_both_relaunched(runs):
   jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
   steps = [r["step"] for r in _rows(tmp / "killed", "train")]
   assert steps[-1] == STEPS and steps.count(STEPS) == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--coordinator_address=127.0.0.1:1"], "go together"),
+    (["--coordinator_address=127.0.0.1", "--num_processes=2", "--process_id=0"], "HOST:PORT"),
+    (["--coordinator_address=127.0.0.1:1", "--num_processes=2", "--process_id=2"],
+     "--process_id must be in [0, 2)"),
+    (["--heartbeat_timeout_seconds=0"], "--heartbeat_timeout_seconds"),
+])
+def test_multihost_flags_are_checked_before_anything_starts(argv, message, capsys):
+  with pytest.raises(SystemExit) as e:
+    train.parse_flags(argv)
+  assert e.value.code == 2 and message in capsys.readouterr().err

@@ -66,3 +66,35 @@ def test_tied_best_names_a_kept_checkpoint(tmp_path):
   assert ck.all_steps() == [750, 1250]
   assert json.loads((tmp_path / "run" / "checkpoints" / "best.json").read_text())["step"] == 750
   assert train_checkpoints.find_params_dir(str(tmp_path / "run"))[1] == 750
+
+
+class _Position:
+  """A stand-in input position: one number in a file of the item's directory."""
+
+  def __init__(self, value: int = 0):
+    self.value = value
+
+  def save(self, directory: str) -> None:
+    with open(f"{directory}/position.json", "w") as f:
+      json.dump(self.value, f)
+
+  def restore(self, directory: str) -> None:
+    with open(f"{directory}/position.json") as f:
+      self.value = json.load(f)
+
+
+def test_input_position_is_saved_with_the_step_and_restored(tmp_path):
+  ck = train_checkpoints.Checkpointer(str(tmp_path / "c"), keep=3, async_save=True)
+  position = _Position(7)
+  ck.save(1, *_state(1.0), {"batches_consumed": 7}, input_position=position)
+  position.value = 99  # the loop moves on right after the save returns
+  ck.save(2, *_state(2.0), {"batches_consumed": 9})  # a step saved without a position
+  ck.wait()
+  assert ck.read_meta(1) == {"batches_consumed": 7, "step": 1}
+  restored = _Position()
+  abstract = [train_checkpoints.abstract_like(t) for t in _state(0.0)]
+  ck.restore(1, *abstract, input_position=restored)
+  assert restored.value == 7  # what the position was when step 1 was saved
+  with pytest.raises(FileNotFoundError, match="no saved input position"):
+    ck.restore(2, *abstract, input_position=_Position())
+  ck.close()
