@@ -90,16 +90,17 @@ class InputShardError(ValueError):
 def shards_for_rows(rows: Sequence[int], global_batch_size: int, num_shards: int) -> list[int]:
   """The input shards whose rows of a global batch are exactly `rows` (this process's)."""
   if num_shards < 1 or global_batch_size % num_shards:
-    raise InputShardError(f"BATCH_SIZE={global_batch_size} does not split into {num_shards} input "
-                     "shards (TrainConfig.input_shards)")
+    raise InputShardError(f"BATCH_SIZE={global_batch_size} does not split into {num_shards} "
+                          "input shards (TrainConfig.input_shards)")
   per = global_batch_size // num_shards
   mine = set(int(r) for r in rows)
   shards = [s for s in range(num_shards) if mine & set(range(s * per, (s + 1) * per))]
   covered = set().union(*(range(s * per, (s + 1) * per) for s in shards)) if shards else set()
   if covered != mine:
     raise InputShardError(f"this process holds rows {sorted(mine)[:4]}... of the batch of "
-                     f"{global_batch_size}, which do not fall on whole input shards of {per} rows; "
-                     "set TrainConfig.input_shards to a multiple of the data-parallel processes")
+                          f"{global_batch_size}, which do not fall on whole input shards of {per} "
+                          "rows; set TrainConfig.input_shards to a multiple of the data-parallel "
+                          "processes")
   return shards
 
 
