@@ -244,3 +244,31 @@ def test_local_reports_never_import_tensorflow(sweep_dir):
   out = subprocess.run([sys.executable, "-c", code, str(sweep_dir), str(sweep_dir / "o")],
                        capture_output=True, text=True, timeout=120, check=True).stdout
   assert out.strip().endswith("no TF")
+
+
+def test_validation_curves(sweep_dir):
+  """Each cell's eval records (metrics.jsonl) -> the curves figure: mean over seeds, a subplot
+  per fraction; a resumed run's repeated step keeps its last record, a partial line is skipped."""
+  runs = sweep_dir / "runs"
+  for seed in range(3):
+    for method, slope in (("finetune", 1.0), ("dsbs", 2.0)):
+      for frac in (25, 100):
+        recs = [{"step": s, "kind": "train", "loss": 1.0} for s in (50, 100)]
+        recs += [{"step": s, "kind": "eval", "accuracy": slope * s / 10 + seed + frac / 100}
+                 for s in (100, 200, 300)]
+        lines = [json.dumps(r) for r in recs]
+        lines.insert(3, json.dumps({"step": 200, "kind": "eval", "accuracy": -1.0}))  # replaced
+        (runs / f"arith-{method}-pct{frac}-s{seed}" / "metrics.jsonl").write_text(
+            "\n".join(lines) + '\n{"step": 400, "kind": "ev')
+  curve = report.read_curve(str(runs / "arith-dsbs-pct100-s1"), "accuracy")
+  assert curve == [(100, 22.0), (200, 42.0), (300, 62.0)]
+  assert report.read_curve(str(runs / "arith-cot-pct100-s0"), "accuracy") == []
+  summary = report.build(*report.load(str(sweep_dir)), str(sweep_dir), str(sweep_dir / "out"))
+  curves = [p for p in summary["plots"] if p.startswith("plots/validation_")]
+  assert curves == ["plots/validation_accuracy_curves-arith_tiny_byte.png"]
+  png = sweep_dir / "out" / curves[0]
+  assert png.stat().st_size > 10_000 and _nonwhite_fraction(png) > 0.02
+  assert _has_colour(png, (0.122, 0.467, 0.706))  # C0: finetune
+  assert _has_colour(png, (0.580, 0.404, 0.741))  # C4: dsbs
+  md = (sweep_dir / "out" / "report.md").read_text()
+  assert "## Validation curves" in md and f"![validation accuracy]({curves[0]})" in md
