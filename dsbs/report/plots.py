@@ -18,6 +18,15 @@ def _plt():
   return plt
 
 
+def _save(plt, fig, out_dir: str, name: str) -> str:
+  fig.tight_layout()
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, name)
+  fig.savefig(path)
+  plt.close(fig)
+  return path
+
+
 def method_colour(method: Any) -> str:
   """One colour per method in every figure (matplotlib's default cycle, by METHOD_ORDER)."""
   i = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER) + sum(
@@ -76,12 +85,7 @@ def plot_panels(groups: Sequence[Group], x_axis: str, out_dir: str, metric: str)
     ax.set_title(title(rest), fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(title="method", fontsize=9)
-    fig.tight_layout()
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"{metric}_vs_{x_axis}-{slug(rest)}.png")
-    fig.savefig(path)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(plt, fig, out_dir, f"{metric}_vs_{x_axis}-{slug(rest)}.png"))
   return written
 
 
@@ -132,10 +136,5 @@ def plot_curves(curves: Sequence[tuple[dict[str, Any], list[tuple[int, float]]]]
     axes[0][-1].legend([h for h, _ in ordered], [lab for _, lab in ordered], fontsize=8,
                        title="mean; band: seeds' range", title_fontsize=8)
     fig.suptitle(title(rest), fontsize=10)
-    fig.tight_layout()
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"validation_{metric}_curves-{key}.png")
-    fig.savefig(path)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(plt, fig, out_dir, f"validation_{metric}_curves-{key}.png"))
   return written
