@@ -364,6 +364,12 @@ def test_an_address_where_nothing_answers_exits_2_at_once(tmp_path, capsys):
   assert rc == 2 and time.monotonic() - t0 < 10
   assert err[-1].startswith(f"dsbs.teacher: error: --base_url={url}: nothing answers at ")
   assert "fake-server" in err[-1]
+  assert not (tmp_path / "out").exists()  # a run that cached nothing leaves nothing behind
+  (tmp_path / "mine").mkdir()  # ... but never removes a dir it did not create
+  assert cli.main(["generate", "--input_file", str(tmp_path / "in.jsonl"), "--prompt_file",
+                   str(tmp_path / "prompt.json"), "--output_dir", str(tmp_path / "mine"),
+                   "--base_url", url, "--model", "m", "--quiet"]) == 2
+  assert (tmp_path / "mine").is_dir() and not list((tmp_path / "mine").iterdir())
 
 
 def test_dry_run_counts_without_sending_and_render_prints_the_prompt(tmp_path, capsys):

@@ -335,7 +335,35 @@ def run(cfg: RunConfig, examples: Sequence[Example]) -> RunResult:
   stats = client_lib.ClientStats()
   keys = _keys(cfg, examples)
   cache_path = cfg.resolved_cache_path()
+  made = [p for p in (cache_path, cache_path + "-wal", cache_path + "-shm", cfg.output_dir)
+          if not fileio.exists(p)]  # removed again if this run fails having cached nothing
   fileio.makedirs(cfg.output_dir)
+  try:
+    return _run(cfg, examples, keys, cache_path, started, t0, stats)
+  except BaseException:
+    _remove_if_nothing_cached(made, cache_path)
+    raise
+
+
+def _remove_if_nothing_cached(made: Sequence[str], cache_path: str) -> None:
+  """After a failed run: the cache file and output dir this run created, when no response
+  reached the cache (an unreachable endpoint, a refused key): a config error leaves nothing."""
+  if cache_path in made and os.path.exists(cache_path):
+    with cache_lib.ResponseCache(cache_path) as cache:
+      if len(cache):
+        return
+  for path in made:
+    if fileio.is_remote(path) or not os.path.exists(path):
+      continue
+    if os.path.isdir(path):
+      if not os.listdir(path):
+        os.rmdir(path)
+    else:
+      os.remove(path)
+
+
+def _run(cfg: RunConfig, examples: Sequence[Example], keys, cache_path: str, started: str,
+         t0: float, stats: client_lib.ClientStats) -> RunResult:
   base = cfg.output_dir.rstrip("/") + "/" + cfg.split
   records_path, filtered_path = base + ".jsonl", base + ".filtered.jsonl"
   tally = filters_lib.Tally()
