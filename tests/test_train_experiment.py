@@ -8,6 +8,7 @@ import pytest
 
 import train_fixtures as support
 from dsbs import experiment
+from dsbs import gin_reading
 from dsbs import preflight
 from dsbs import train
 from dsbs.seqio_ext import feature_converters
@@ -57,7 +58,7 @@ optim.OptimizerConfig.name = 'adamw'
   assert any("finetune.gin" in s for s in loaded.skipped)
   assert any("utils.SaveCheckpointConfig" in s for s in loaded.skipped)
   stand_ins = [m for m, mod in list(sys.modules.items())
-               if isinstance(getattr(mod, "__loader__", None), experiment._StubT5X)]
+               if isinstance(getattr(mod, "__loader__", None), gin_reading._StubT5X)]
   assert not stand_ins  # the T5X stand-ins are gone after the parse
   cfg = train.TrainConfig()
   assert cfg.log_period == 7 and cfg.optimizer.name == "adamw"
