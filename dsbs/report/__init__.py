@@ -40,14 +40,14 @@ import time
 from typing import Any, Iterable, Mapping, Sequence
 
 from dsbs import fileio
-from dsbs.report.cells import (TEST_METRICS, TEST_PREDICTIONS, TRAIN_METRICS, Cell, load,
-                               read_curve)
+from dsbs.report.cells import (EXPERIMENT, RUN_RECORD, SWEEP_STATE, TEST_METRICS,
+                               TEST_PREDICTIONS, TRAIN_METRICS, Cell, load, read_curve)
 from dsbs.report.groups import Group, axis_key, fmt, group_cells, pivot, size_rank, slug, title
 from dsbs.report.plots import plot_curves, plot_panels
 from dsbs.report.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, LEVEL, bootstrap_interval,
                                t_cdf, t_interval, t_quantile)
 
-__all__ = ["TEST_METRICS", "TEST_PREDICTIONS", "Cell", "Group", "load", "group_cells", "pivot",
+__all__ = ["EXPERIMENT", "RUN_RECORD", "SWEEP_STATE", "TEST_METRICS", "TEST_PREDICTIONS", "Cell", "Group", "load", "group_cells", "pivot",
            "size_rank", "read_curve", "bootstrap_interval", "t_cdf", "t_interval", "t_quantile",
            "build", "main"]
 

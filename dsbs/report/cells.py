@@ -16,6 +16,7 @@ from dsbs import fileio, summaries
 RUN_RECORD = "run_record.json"
 TEST_METRICS = f"{summaries.eval_dir()}/metrics.json"  # the test split, decoded greedily
 TEST_PREDICTIONS = f"{summaries.eval_dir()}/predictions.jsonl"
+EXPERIMENT = "experiment.json"  # the resolved experiment (the run record points to it)
 TRAIN_METRICS = "metrics.jsonl"  # the runner's scalars; records of kind "eval" are validation
 SWEEP_STATE = "state.json"
 
