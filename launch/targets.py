@@ -8,7 +8,7 @@ set, is the interpreter the phases must name (the runner builds them with it).
 
 Targets are chosen by the definition's `target` key through `make_target`. `local` is built in.
 `tpu` (launch/tpu_target.py, imported on first use) runs each cell as one Cloud TPU VM job of
-launch/tpu.py: every phase's argv on every worker, in order, the run dir on gs://, the VM
+launch/tpu/: every phase's argv on every worker, in order, the run dir on gs://, the VM
 recreated after a preemption and the run resumed from its checkpoint. Other targets plug in by
 registering a factory (`register_target`).
 """

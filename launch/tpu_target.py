@@ -1,4 +1,4 @@
-"""The sweep runner's `tpu` target: every cell is one Cloud TPU VM job of launch/tpu.py.
+"""The sweep runner's `tpu` target: every cell is one Cloud TPU VM job of launch/tpu/.
 
     c.target = 'tpu'
     c.run_root = 'gs://my-bucket/dsbs/sweeps/anli-rate'   # run dirs: the workers write them

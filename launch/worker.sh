@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The worker side of launch/tpu.py: every worker of a Cloud TPU VM runs the same command
+# The worker side of launch/tpu/: every worker of a Cloud TPU VM runs the same command
 # (`gcloud ... ssh --worker=all`); this file arrives in the dsbs archive that `setup` ships.
 #
 #   worker.sh setup --code=ID --jax=VERSION --t5x=REVISION|none
@@ -175,6 +175,6 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then  # run, not sourced (the tests source
   case "${1:-}" in
     setup) shift; setup "$@" ;;
     run) shift; run "$@" ;;
-    *) die "usage: worker.sh setup|run ... (called by launch/tpu.py)" ;;
+    *) die "usage: worker.sh setup|run ... (called by launch/tpu/)" ;;
   esac
 fi

@@ -1,4 +1,4 @@
-"""launch/tpu.py against a fake gcloud (tests/fake_gcloud.py, first on PATH): dry runs, ownership,
+"""launch/tpu/ against a fake gcloud (tests/fake_gcloud.py, first on PATH): dry runs, ownership,
 preemption recovery, quoting, the worker script (run with bash in per-worker sandboxes), cleanup;
 and the sweep runner's tpu target (launch/tpu_target.py) on it, the run dirs in the fake's GCS.
 Nothing reaches the network or a real gcloud."""
