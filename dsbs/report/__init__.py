@@ -47,9 +47,9 @@ from dsbs.report.plots import plot_curves, plot_panels
 from dsbs.report.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, LEVEL, bootstrap_interval,
                                t_cdf, t_interval, t_quantile)
 
-__all__ = ["EXPERIMENT", "RUN_RECORD", "SWEEP_STATE", "TEST_METRICS", "TEST_PREDICTIONS", "Cell", "Group", "load", "group_cells", "pivot",
-           "size_rank", "read_curve", "bootstrap_interval", "t_cdf", "t_interval", "t_quantile",
-           "build", "main"]
+__all__ = ["EXPERIMENT", "RUN_RECORD", "SWEEP_STATE", "TEST_METRICS", "TEST_PREDICTIONS", "Cell",
+           "Group", "load", "group_cells", "pivot", "size_rank", "read_curve",
+           "bootstrap_interval", "t_cdf", "t_interval", "t_quantile", "build", "main"]
 
 
 def _axes_of(items: Iterable[Mapping[str, Any]]) -> list[str]:
