@@ -18,8 +18,8 @@ def _plt():
   return plt
 
 
-def _save(plt, fig, out_dir: str, name: str) -> str:
-  fig.tight_layout()
+def _save(plt, fig, out_dir: str, name: str, rect=(0.0, 0.0, 1.0, 1.0)) -> str:
+  fig.tight_layout(rect=rect)
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, name)
   fig.savefig(path)
@@ -105,7 +105,7 @@ def plot_curves(curves: Sequence[tuple[dict[str, Any], list[tuple[int, float]]]]
   for key, (rest, members) in sorted(panels.items()):
     fractions = sorted({o.get("fraction") for o, _ in members}, key=value_key)
     plt = _plt()
-    fig, axes = plt.subplots(1, len(fractions), figsize=(3.2 * len(fractions) + 0.8, 3.6),
+    fig, axes = plt.subplots(1, len(fractions), figsize=(3.2 * len(fractions) + 2.0, 3.6),
                              dpi=110, sharey=True, squeeze=False)
     for ax, frac in zip(axes[0], fractions):
       methods = sorted({o.get("method") for o, _ in members if o.get("fraction") == frac},
@@ -133,8 +133,9 @@ def plot_curves(curves: Sequence[tuple[dict[str, Any], list[tuple[int, float]]]]
       for handle, label in zip(*ax.get_legend_handles_labels()):
         legend.setdefault(label.split(" (n=")[0], (handle, label))
     ordered = [legend[m] for m in sorted(legend, key=value_key)]
-    axes[0][-1].legend([h for h, _ in ordered], [lab for _, lab in ordered], fontsize=8,
-                       title="mean; band: seeds' range", title_fontsize=8)
+    fig.legend([h for h, _ in ordered], [lab for _, lab in ordered], loc="center right",
+               fontsize=8, title="mean; band:\nseeds' range", title_fontsize=8)
     fig.suptitle(title(rest), fontsize=10)
-    written.append(_save(plt, fig, out_dir, f"validation_{metric}_curves-{key}.png"))
+    written.append(_save(plt, fig, out_dir, f"validation_{metric}_curves-{key}.png",
+                         rect=(0.0, 0.0, 1.0 - 1.5 / (3.2 * len(fractions) + 2.0), 1.0)))
   return written
