@@ -174,6 +174,9 @@ def test_report_of_a_sweep_dir(sweep_dir, capsys):
   assert float(row["ci_low"]) == pytest.approx(43 - half) and row["seeds"] == "0 1 2"
   cells = list(csv.DictReader((out / "cells.csv").open()))
   assert len(cells) == 18 and cells[0]["git_commit"] == "c" * 40
+  # Run dirs inside the input are shown relative to it: the report names no path of this machine.
+  assert cells[0]["run_dir"] == "runs/arith-finetune-pct25-s0"
+  assert all(not c["run_dir"].startswith(str(sweep_dir)) for c in summary["cells"])
   (plot,) = summary["plots"]
   png = out / plot
   assert plot == "plots/accuracy_vs_fraction-arith_tiny_byte.png"

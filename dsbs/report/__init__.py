@@ -66,6 +66,15 @@ def machine() -> str:
   return f"{socket.gethostname()} ({platform.platform()}, {os.cpu_count()} CPUs)"
 
 
+def _shown(run_dir: str | None, path: str) -> str | None:
+  """A run dir as the outputs show it: relative to the report's input when it lies inside it
+  (a report copied elsewhere names no path of the machine that wrote it), else as given."""
+  if not run_dir or fileio.is_remote(run_dir) or fileio.is_remote(path):
+    return run_dir
+  rel = os.path.relpath(os.path.abspath(run_dir), os.path.abspath(path))
+  return run_dir if rel.startswith("..") else rel
+
+
 def build(cells: Sequence[Cell], source: Mapping[str, Any], path: str, out_dir: str,
           metric: str = "accuracy") -> dict[str, Any]:
   """Writes report.md, groups.csv, cells.csv, report.json and plots/; returns the summary."""
@@ -159,14 +168,14 @@ def build(cells: Sequence[Cell], source: Mapping[str, Any], path: str, out_dir: 
       git = (c.record or {}).get("git") or {}
       w.writerow([c.name, c.status] + [c.overrides.get(a, "") for a in cell_axes]
                  + [c.value, c.step, c.problem or c.reason or "", git.get("commit"),
-                    git.get("dirty"), c.run_dir])
+                    git.get("dirty"), _shown(c.run_dir, path)])
   summary = {
       "generated": when, "machine": machine(), "source": path, "metric": metric,
       "level": LEVEL, "sweep": source.get("name"),
       "groups": [{**dataclasses.asdict(g), "n": g.n} for g in groups],
       "cells": [{"cell": c.name, "status": c.status, "overrides": c.overrides, metric: c.value,
                  "step": c.step, "problem": c.problem, "reason": c.reason,
-                 "run_dir": c.run_dir} for c in cells],
+                 "run_dir": _shown(c.run_dir, path)} for c in cells],
       **{k: [c.name for c in v] for k, v in lists.items()},
       "plots": [os.path.relpath(p, out_dir) for ps in plots.values() for p in ps],
   }
