@@ -103,6 +103,7 @@ def plot_curves(curves: Sequence[tuple[dict[str, Any], list[tuple[int, float]]]]
     panels.setdefault(slug(rest), (rest, []))[1].append((overrides, points))
   written = []
   for key, (rest, members) in sorted(panels.items()):
+    legend: dict[Any, tuple[Any, str]] = {}  # method -> its first line: one entry per method
     fractions = sorted({o.get("fraction") for o, _ in members}, key=value_key)
     plt = _plt()
     fig, axes = plt.subplots(1, len(fractions), figsize=(3.2 * len(fractions) + 2.0, 3.6),
@@ -119,8 +120,8 @@ def plot_curves(curves: Sequence[tuple[dict[str, Any], list[tuple[int, float]]]]
         steps = sorted(by_step)
         mean = [sum(by_step[s]) / len(by_step[s]) for s in steps]
         seeds = max(len(v) for v in by_step.values())
-        ax.plot(steps, mean, marker=".", linewidth=1.6, color=method_colour(m),
-                label=f"{m} (n={seeds})")
+        (line,) = ax.plot(steps, mean, marker=".", linewidth=1.6, color=method_colour(m))
+        legend.setdefault(m, (line, f"{m} (n={seeds})"))
         if seeds > 1:
           ax.fill_between(steps, [min(by_step[s]) for s in steps],
                           [max(by_step[s]) for s in steps], color=method_colour(m), alpha=0.15)
@@ -128,10 +129,6 @@ def plot_curves(curves: Sequence[tuple[dict[str, Any], list[tuple[int, float]]]]
       ax.set_xlabel("training step")
       ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel(f"validation {metric} (%)")
-    legend = {}  # every method of the panel, whichever subplots it appears in
-    for ax in axes[0]:
-      for handle, label in zip(*ax.get_legend_handles_labels()):
-        legend.setdefault(label.split(" (n=")[0], (handle, label))
     ordered = [legend[m] for m in sorted(legend, key=value_key)]
     fig.legend([h for h, _ in ordered], [lab for _, lab in ordered], loc="center right",
                fontsize=8, title="mean; band:\nseeds' range", title_fontsize=8)
