@@ -106,12 +106,14 @@ upload() {
 }
 
 stop_trainer() {
-  kill -TERM "$PID" 2>/dev/null || return 0
+  local pid="${PID:-$!}"  # $!: the trainer when the trap came before `PID=$!`
+  [[ -n "$pid" ]] || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
   for _ in $(seq 60); do
-    kill -0 "$PID" 2>/dev/null || return 0
+    kill -0 "$pid" 2>/dev/null || return 0
     sleep 0.5
   done
-  kill -KILL "$PID" 2>/dev/null || true
+  kill -KILL "$pid" 2>/dev/null || true
 }
 
 run() {
@@ -140,14 +142,16 @@ run() {
   local -a cmd=("$@")
   if [[ "$timeout" != 0 ]]; then cmd=(timeout --signal=TERM --kill-after=120 "$timeout" "$@"); fi
   echo "worker $WORKER: $(printf '%q ' "$@")" > "$LOG"
+  # The ssh session ending (Ctrl-C in the launcher) or a shutdown stops the trainer, keeps its log.
+  # Set before the trainer starts: a hang-up between its start and `PID=$!` still stops it.
+  PID=""
+  trap 'stop_trainer; upload; exit 143' TERM HUP INT
   if [[ "$WORKER" == 0 ]]; then  # one worker's output on the launcher's terminal is enough
     "${cmd[@]}" > >(tee -a "$LOG") 2>&1 &
   else
     "${cmd[@]}" >> "$LOG" 2>&1 &
   fi
   PID=$!
-  # The ssh session ending (Ctrl-C in the launcher) or a shutdown stops the trainer, keeps its log.
-  trap 'stop_trainer; upload; exit 143' TERM HUP INT
 
   while kill -0 "$PID" 2>/dev/null; do
     sleep "$sync" & wait $! || true

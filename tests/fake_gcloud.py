@@ -132,23 +132,24 @@ def ssh(args):
     preempt(name)
     time.sleep(120)
     return 255
-  procs = []
-  for w in range(workers):
-    home = ROOT / "workers" / name / f"w{w}"
-    home.mkdir(parents=True, exist_ok=True)
-    env = {"PATH": f"{ROOT / 'wbin'}:{ROOT / 'bin'}:/usr/bin:/bin", "HOME": str(home),
-           "FAKE_WORKER": str(w), "FAKE_ROOT": str(ROOT), "LANG": "C.UTF-8"}
-    procs.append(subprocess.Popen(["bash", "-c", command], cwd=home, env=env))
-
-  hung_up = []
+  procs, hung_up = [], []
 
   def hang_up(signum, frame):  # like ssh going away: the remote sessions get SIGHUP
     hung_up.append(signum)
     for p in procs:
       p.send_signal(signal.SIGHUP)
 
+  # Before any worker starts: a launcher stopped at any moment stops every worker it started.
   signal.signal(signal.SIGTERM, hang_up)
   signal.signal(signal.SIGINT, hang_up)
+  for w in range(workers):
+    if hung_up:
+      break
+    home = ROOT / "workers" / name / f"w{w}"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {"PATH": f"{ROOT / 'wbin'}:{ROOT / 'bin'}:/usr/bin:/bin", "HOME": str(home),
+           "FAKE_WORKER": str(w), "FAKE_ROOT": str(ROOT), "LANG": "C.UTF-8"}
+    procs.append(subprocess.Popen(["bash", "-c", command], cwd=home, env=env))
   rcs = [p.wait() for p in procs]
   return 255 if hung_up else next((rc for rc in rcs if rc), 0)
 
