@@ -85,3 +85,59 @@ def write(run_dir: str, rec: dict[str, Any]) -> str:
   with fileio.atomic_write_text(path) as f:
     json.dump(rec, f, indent=2, sort_keys=True, default=str)
   return path
+
+
+# ---- export: a sweep's records without its checkpoints ------------------------------------------
+
+# What `export` keeps of a done cell's run dir: the record of what ran and every file the report
+# reads (test metrics and predictions of each evaluation, the validation curve), not checkpoints,
+# event files or logs: about 15 KB a cell once git compresses it.
+KEPT_FILES = (report_lib.RUN_RECORD, report_lib.EXPERIMENT, report_lib.TRAIN_METRICS,
+              "train_result.json", "model_config.json")
+KEPT_EVAL_FILES = ("metrics.json", "predictions.jsonl")
+EXPORTED_STATUSES = ("done", "failed")
+
+
+def export(sweep_dir: str, dest: str) -> dict[str, int]:
+  """Copies a sweep dir's state, its definition and, of each done or failed cell's run dir, the
+  files in KEPT_FILES and eval/*/KEPT_EVAL_FILES into the local dir `dest`, laid out as a sweep
+  dir: `python -m dsbs.report DEST` gives the sweep's report, and DEST copied back to the sweep
+  dir's path (run dirs are found there, as the state names them) resumes the sweep: done cells
+  never run again, the others start from scratch (no checkpoint is kept). Returns counts."""
+  state_path = os.path.join(sweep_dir, report_lib.SWEEP_STATE)
+  if not fileio.exists(state_path):
+    raise FileNotFoundError(f"{sweep_dir}: not a sweep dir (no {report_lib.SWEEP_STATE})")
+  if os.path.abspath(dest) == os.path.abspath(sweep_dir):
+    raise ValueError(f"{dest}: the export goes to another dir than the sweep's own")
+  with fileio.open_text(state_path) as f:
+    state = json.load(f)
+  os.makedirs(os.path.join(dest, "runs"), exist_ok=True)
+  counts = {"cells": 0, "exported": 0, "files": 0, "bytes": 0}
+
+  def copy(src: str, rel: str) -> None:
+    if not fileio.exists(src):
+      return
+    path = os.path.join(dest, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with fileio.open_bytes(src) as fin, open(path, "wb") as fout:
+      data = fin.read()
+      fout.write(data)
+    counts["files"] += 1
+    counts["bytes"] += len(data)
+
+  for name in ("definition.py", report_lib.SWEEP_STATE):
+    copy(os.path.join(sweep_dir, name), name)
+  for name, cell in state.get("cells", {}).items():
+    counts["cells"] += 1
+    run_dir = cell.get("run_dir") or os.path.join(sweep_dir, "runs", name)
+    if cell.get("status") not in EXPORTED_STATUSES or not fileio.exists(run_dir):
+      continue
+    counts["exported"] += 1
+    for rel in KEPT_FILES:
+      copy(os.path.join(run_dir, rel), os.path.join("runs", name, rel))
+    evals = os.path.join(run_dir, "eval")
+    for sub in (fileio.listdir(evals) if fileio.isdir(evals) else []):
+      for rel in KEPT_EVAL_FILES:
+        copy(os.path.join(evals, sub.rstrip("/"), rel),
+             os.path.join("runs", name, "eval", sub.rstrip("/"), rel))
+  return counts

@@ -3,6 +3,7 @@
     python -m launch.sweep run launch/sweeps/tiny_local.py [--sweep_dir=DIR] [--max_parallel=2]
     python -m launch.sweep run launch/sweeps/arith_paper.py --dry_run     # the commands only
     python -m launch.sweep status DIR [--json]
+    python -m launch.sweep export DIR DEST      # state + records of done cells, no checkpoints
     python -m dsbs.report DIR                                            # tables and plots
 
 `run` expands the definition (launch/definition.py; a bad one fails before anything runs), keeps
@@ -353,10 +354,12 @@ def status_text(sweep_dir: str) -> str:
 # ---- CLI -----------------------------------------------------------------------------------------
 
 def _dry_run(sweep: definition.Sweep, sweep_dir: str, python: str, target: targets.Target,
-             out: TextIO) -> None:
+             out: TextIO, only: re.Pattern | None = None) -> None:
   root = sweep.run_root(sweep_dir)
   root = root if fileio.is_remote(root) else os.path.abspath(root)
   for cell in sweep.cells:
+    if only and not only.search(cell.name):
+      continue
     run_dir = f"{root.rstrip('/')}/{cell.name}"
     out.write(f"# {cell.name}  ({run_dir})\n")
     job = targets.Job(sweep=sweep.name, cell=cell, run_dir=run_dir,
@@ -387,8 +390,22 @@ def main(argv: Sequence[str] | None = None) -> int:
   st_p = sub.add_parser("status", help="counts and the cells of each kind")
   st_p.add_argument("sweep_dir")
   st_p.add_argument("--json", action="store_true", help="the state file's cells as JSON")
+  ex_p = sub.add_parser("export", help="the state and each done cell's records, without "
+                        "checkpoints: what the report reads, small enough to keep")
+  ex_p.add_argument("sweep_dir")
+  ex_p.add_argument("dest", help="a local dir, laid out as a sweep dir")
   args = parser.parse_args(argv)
 
+  if args.command == "export":
+    try:
+      n = records.export(args.sweep_dir, args.dest)
+    except (OSError, ValueError) as e:
+      print(f"launch.sweep: export: {e}", file=sys.stderr)
+      return 2
+    print(f"{args.dest}: the state of {n['cells']} cells and the records of {n['exported']} done "
+          f"or failed ones ({n['files']} files, {n['bytes'] / 1e6:.1f} MB); "
+          f"python -m dsbs.report {args.dest}")
+    return 0
   if args.command == "status":
     try:
       if args.json:
@@ -413,14 +430,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"launch.sweep: --python: the {target.name} target runs {target.python}",
           file=sys.stderr)
     return 2
+  try:
+    only = re.compile(args.only) if args.only else None
+  except re.error as e:
+    print(f"launch.sweep: --only={args.only}: not a regular expression ({e})", file=sys.stderr)
+    return 2
+  if only and not any(only.search(c.name) for c in sweep.cells):
+    print(f"launch.sweep: --only={args.only}: matches none of the {len(sweep.cells)} cells of "
+          f"{sweep.name} (e.g. {sweep.cells[0].name})", file=sys.stderr)
+    return 2
   sweep_dir = sweep.sweep_dir(args.sweep_dir)
   python = target.python or args.python or sweep.get("python") or sys.executable
   if args.dry_run:
+    selected = sum(1 for c in sweep.cells if not only or only.search(c.name))
     print(f"# sweep {sweep.name}: {len(sweep.cells)} cells"
           + (f" ({sweep.collapsed} grid points collapsed)" if sweep.collapsed else "")
+          + (f", {selected} selected by --only" if only else "")
           + f"; sweep dir {sweep_dir}")
     try:
-      _dry_run(sweep, sweep_dir, python, target, sys.stdout)
+      _dry_run(sweep, sweep_dir, python, target, sys.stdout, only)
       sys.stdout.flush()
     except BrokenPipeError:  # `... --dry_run | head`
       os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

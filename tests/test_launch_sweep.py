@@ -12,6 +12,7 @@ import re
 import runpy
 import shlex
 import signal
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -616,7 +617,7 @@ def test_shipped_sweeps_dry_run(capsys, monkeypatch):
                                                           "dsbs_llm"}
   assert sorted({c.overrides["fraction"] for c in paper.cells}) == [12.5, 25, 50, 100]
   assert {c.overrides["seed"] for c in paper.cells} == {0, 1, 2}
-  budget = runpy.run_path(str(REPO / "launch" / "sweeps" / "arith_paper.py"))["STEP_BUDGET"]
+  budget = runpy.run_path(str(REPO / "launch" / "sweeps" / "arith_paper.py"))["TRAIN_STEPS"]
   assert all({f"TRAIN_STEPS={budget}", "DATASET='arith'", "VOCAB='byte'", "STUDENT='default_student'"}
              <= set(c.bindings) for c in paper.cells)
 
@@ -656,3 +657,38 @@ def test_tiny_sweep_end_to_end_with_the_real_trainer(tmp_path):
   summary = json.loads((sweep_dir / "report" / "report.json").read_text())
   assert sorted(c["cell"] for c in summary["cells"] if c["accuracy"] is not None) == sorted(cells)
   assert {g["axes"]["method"] for g in summary["groups"]} == {"finetune", "dsbs"}
+  # Exported (records without checkpoints), the sweep reports the same and resumes from the copy.
+  kept = tmp_path / "kept"
+  assert sweep_lib.main(["export", str(sweep_dir), str(kept)]) == 0
+  for name in cells:
+    run = kept / "runs" / name
+    assert {p.name for p in run.iterdir()} >= {"run_record.json", "experiment.json",
+                                                "metrics.jsonl", "eval"}
+    assert (run / report.TEST_METRICS).exists() and (run / report.TEST_PREDICTIONS).exists()
+    assert not (run / "checkpoints").exists() and not (run / "tb").exists()
+  assert report.main([str(kept), "--output", str(tmp_path / "kept_report")]) == 0
+  copied = json.loads((tmp_path / "kept_report" / "report.json").read_text())
+  assert ({c["cell"]: c["accuracy"] for c in copied["cells"]}
+          == {c["cell"]: c["accuracy"] for c in summary["cells"]})
+  shutil.rmtree(sweep_dir)
+  shutil.copytree(kept, sweep_dir)  # another machine, the sweep dir at the same path
+  again = subprocess.run([sys.executable, "-m", "launch.sweep", "run", str(defn),
+                          f"--sweep_dir={sweep_dir}"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=300)
+  assert again.returncode == 0 and "skipping 2 done" in again.stdout, again.stdout
+  assert not any((sweep_dir / "runs" / name / "checkpoints").exists() for name in cells)
+  assert sweep_lib.main(["export", str(sweep_dir), str(sweep_dir)]) == 2
+
+
+def test_only_selects_cells_in_a_dry_run_and_a_bad_pattern_is_one_line(capsys):
+  path = str(REPO / "launch" / "sweeps" / "arith_paper.py")
+  assert sweep_lib.main(["run", path, "--dry_run", "--only=-(finetune|dsbs)-pct50-"]) == 0
+  out = capsys.readouterr().out
+  names = re.findall(r"^# (\S+)  \(", out, re.M)
+  assert "48 cells, 6 selected by --only" in out
+  assert sorted(names) == sorted(f"arith-{m}-pct50-byte-default_student-s{s}"
+                                 for m in ("finetune", "dsbs") for s in (0, 1, 2))
+  assert sweep_lib.main(["run", path, "--dry_run", "--only=pct("]) == 2
+  assert "--only=pct(: not a regular expression" in capsys.readouterr().err
+  assert sweep_lib.main(["run", path, "--only=-pct33-"]) == 2
+  assert "matches none of the 48 cells of arith-paper" in capsys.readouterr().err

@@ -142,9 +142,8 @@ def load(path: str, metric: str = "accuracy") -> tuple[list[Cell], dict[str, Any
       if not c.get("in_definition", True):
         continue
       run_dir = c.get("run_dir") or join(join(path, "runs"), name)
-      if not fileio.is_remote(path) and not fileio.exists(run_dir) and fileio.exists(
-          join(join(path, "runs"), name)):
-        run_dir = join(join(path, "runs"), name)  # a sweep dir copied from elsewhere
+      if not fileio.is_remote(path) and fileio.exists(join(join(path, "runs"), name)):
+        run_dir = join(join(path, "runs"), name)  # its own (also in a copy or an export)
       status = c.get("status", "pending")
       cells.append(Cell(name=name, overrides=dict(c.get("overrides", {})), status=status,
                         run_dir=run_dir, reason=c.get("reason"), exit_code=c.get("exit_code")))

@@ -7,12 +7,13 @@ validation checkpoint selection), each cell tested on the test split.
       --max_parallel=2
   python -m dsbs.report sweeps/arith-paper
 
-Cost, measured 2026-12-02 on 2 shared CPU cores with --max_parallel=2 (1.5x the throughput of
-one at a time): 10-14 minutes a cell, about 5 hours for the 48. The sweep resumes where it
-stopped (the same command), so it can run across sessions; seeds are the outermost loop, so
-every method and fraction of seed 0 finishes before seed 1 starts.
+Cost, measured 2026-12-02 on 2 CPU cores with --max_parallel=2 (1.5x the throughput of one at
+a time): about 10 minutes a cell, two at a time, so about 4 hours for the 48. The sweep resumes
+where it stopped (the same command). The fractions run one after another, each with every
+method and seed: 50% first, then 25, 100 and
+12.5%; `--only='-pct50-'` runs one fraction alone.
 
-STEP_BUDGET is the one number to set from convergence measurements: the validation curves in
+TRAIN_STEPS is the one number to set from convergence measurements: the validation curves in
 each run dir's metrics.jsonl (kind "eval") must have flattened by then for every method and
 fraction. The other settings come from gin_configs/default.gin (batch, lengths, learning rate).
 """
@@ -22,7 +23,7 @@ import ml_collections
 # accuracy of finetune on 100% of arith climbs until step 2500 and is flat to 3000 (89.0% at 2000,
 # 90.0% at 2500-3000; test 90.6%, against 47.6% at the main job's 1000 steps); on 12.5% every
 # method peaks by 1000-1750 and then overfits (best-on-validation selection keeps the peak).
-STEP_BUDGET = 3000  # TRAIN_STEPS of every cell
+TRAIN_STEPS = 3000  # of every cell
 EVAL_PERIOD = 250  # validation (and checkpoint) every this many steps: the curves and the best step
 # In the order they run: where seed 0 showed the methods apart (50%: dsbs 71.6 vs finetune 56.6;
 # 25%: 35.8 vs 28.6) before where it showed them together (100%: 89.2 vs 90.6; 12.5%: all ~20%).
@@ -35,7 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.description = "finetune / distill / dsbs / dsbs_llm x 12.5-100% of arith x 3 seeds"
   c.engine = "dsbs"
   c.target = "local"
-  c.gin = {"TRAIN_STEPS": STEP_BUDGET, "EVAL_PERIOD": EVAL_PERIOD, "SAVING_PERIOD": EVAL_PERIOD}
+  c.gin = {"TRAIN_STEPS": TRAIN_STEPS, "EVAL_PERIOD": EVAL_PERIOD, "SAVING_PERIOD": EVAL_PERIOD}
   # One fraction after another, the most telling first, every seed of each: a run stopped early
   # (a session of a few hours on 2 cores holds about 24 cells) has whole 3-seed groups done.
   c.grid = {"chain": [
