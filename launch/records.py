@@ -112,6 +112,7 @@ def export(sweep_dir: str, dest: str) -> dict[str, int]:
   with fileio.open_text(state_path) as f:
     state = json.load(f)
   os.makedirs(os.path.join(dest, "runs"), exist_ok=True)
+  root = sweep_dir.rstrip("/") if fileio.is_remote(sweep_dir) else os.path.abspath(sweep_dir)
   counts = {"cells": 0, "exported": 0, "files": 0, "bytes": 0}
 
   def copy(src: str, rel: str) -> None:
@@ -119,8 +120,12 @@ def export(sweep_dir: str, dest: str) -> dict[str, int]:
       return
     path = os.path.join(dest, rel)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with fileio.open_bytes(src) as fin, open(path, "wb") as fout:
+    with fileio.open_bytes(src) as fin:
       data = fin.read()
+    # Paths within the sweep dir become relative to it: the export names no machine's paths.
+    data = data.replace(json.dumps(root + "/")[1:-1].encode(), b"").replace(
+        json.dumps(root)[1:-1].encode(), b".")
+    with open(path, "wb") as fout:
       fout.write(data)
     counts["files"] += 1
     counts["bytes"] += len(data)
