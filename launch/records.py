@@ -34,12 +34,26 @@ def git_info(repo: str) -> dict[str, Any]:
       return None
     return out.stdout.strip() if out.returncode == 0 else None
 
+  checkout = os.path.abspath(repo)
   commit = git("rev-parse", "HEAD")
   if commit is None:
-    return {"commit": None, "dirty": None}
+    return {"commit": None, "dirty": None, "checkout": checkout}
   status = git("status", "--porcelain", "--untracked-files=no")
   return {"commit": commit, "dirty": bool(status) if status is not None else None,
-          "branch": git("rev-parse", "--abbrev-ref", "HEAD")}
+          "branch": git("rev-parse", "--abbrev-ref", "HEAD"), "checkout": checkout}
+
+
+def _toplevel(path: str) -> str | None:
+  """The git checkout holding `path` (a file or dir on this machine), or None."""
+  d = path if os.path.isdir(path) else os.path.dirname(path)
+  while d and os.path.isdir(d):
+    if os.path.exists(os.path.join(d, ".git")):
+      return d
+    parent = os.path.dirname(d)
+    if parent == d:
+      return None
+    d = parent
+  return None
 
 
 def host_info() -> dict[str, Any]:
@@ -103,7 +117,10 @@ def export(sweep_dir: str, dest: str) -> dict[str, int]:
   files in KEPT_FILES and eval/*/KEPT_EVAL_FILES into the local dir `dest`, laid out as a sweep
   dir: `python -m dsbs.report DEST` gives the sweep's report, and DEST copied back to the sweep
   dir's path (run dirs are found there, as the state names them) resumes the sweep: done cells
-  never run again, the others start from scratch (no checkpoint is kept). Returns counts."""
+  never run again, the others start from scratch (no checkpoint is kept). The export names no
+  machine's paths: paths within the sweep dir become relative to it (`runs/<cell>`), paths within
+  the checkout that ran the cells (its interpreter, its gin files) relative to that checkout, as
+  the commands' `--gin_file`s already are (the commands ran there). Returns counts."""
   state_path = os.path.join(sweep_dir, report_lib.SWEEP_STATE)
   if not fileio.exists(state_path):
     raise FileNotFoundError(f"{sweep_dir}: not a sweep dir (no {report_lib.SWEEP_STATE})")
@@ -114,6 +131,31 @@ def export(sweep_dir: str, dest: str) -> dict[str, int]:
   os.makedirs(os.path.join(dest, "runs"), exist_ok=True)
   root = sweep_dir.rstrip("/") if fileio.is_remote(sweep_dir) else os.path.abspath(sweep_dir)
   counts = {"cells": 0, "exported": 0, "files": 0, "bytes": 0}
+  for cell in state.get("cells", {}).values():  # an export's run dirs are within its sweep dir
+    rd = cell.get("run_dir")
+    if rd and not fileio.is_remote(rd) and not os.path.isabs(rd):
+      cell["run_dir"] = os.path.join(sweep_dir, rd)
+  checkouts = set()  # the checkouts that ran cells: as recorded, or the definition's
+  defn_path = (state.get("definition") or {}).get("path")
+  if defn_path and not fileio.is_remote(defn_path):
+    checkouts.add(_toplevel(defn_path))
+  for name, cell in state.get("cells", {}).items():
+    rec_path = os.path.join(cell.get("run_dir") or os.path.join(sweep_dir, "runs", name),
+                            report_lib.RUN_RECORD)
+    try:
+      with fileio.open_text(rec_path) as f:
+        checkouts.add(((json.load(f).get("git") or {}).get("checkout")))
+    except (OSError, ValueError, AttributeError):
+      pass
+  # Longest first: a sweep dir inside a checkout keeps its own relative paths.
+  prefixes = sorted({root} | {c.rstrip("/") for c in checkouts if c and c.rstrip("/")},
+                    key=len, reverse=True)
+
+  def relative(data: bytes) -> bytes:
+    for prefix in prefixes:
+      data = data.replace(json.dumps(prefix + "/")[1:-1].encode(), b"").replace(
+          json.dumps(prefix).encode(), b'"."')
+    return data
 
   def copy(src: str, rel: str) -> None:
     if not fileio.exists(src):
@@ -122,9 +164,7 @@ def export(sweep_dir: str, dest: str) -> dict[str, int]:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with fileio.open_bytes(src) as fin:
       data = fin.read()
-    # Paths within the sweep dir become relative to it: the export names no machine's paths.
-    data = data.replace(json.dumps(root + "/")[1:-1].encode(), b"").replace(
-        json.dumps(root)[1:-1].encode(), b".")
+    data = relative(data)
     with open(path, "wb") as fout:
       fout.write(data)
     counts["files"] += 1

@@ -676,6 +676,12 @@ def test_tiny_sweep_end_to_end_with_the_real_trainer(tmp_path):
                                                 "metrics.jsonl", "eval"}
     assert (run / report.TEST_METRICS).exists() and (run / report.TEST_PREDICTIONS).exists()
     assert not (run / "checkpoints").exists() and not (run / "tb").exists()
+    rec = json.loads((run / "run_record.json").read_text())
+    assert rec["run_dir"] == f"runs/{name}" and rec["git"]["checkout"] == "."
+  for path in kept.rglob("*"):  # paths relative to the sweep dir and to the checkout that ran
+    if path.is_file():
+      text = path.read_text()
+      assert str(sweep_dir) not in text and str(REPO) not in text, path
   assert report.main([str(kept), "--output", str(tmp_path / "kept_report")]) == 0
   copied = json.loads((tmp_path / "kept_report" / "report.json").read_text())
   assert ({c["cell"]: c["accuracy"] for c in copied["cells"]}
