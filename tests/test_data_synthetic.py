@@ -92,7 +92,7 @@ def test_main_job_lengths_cover_the_data():
     exp = experiment.load([experiment.REPO_GIN_DIR + "/default.gin"]).experiment
   finally:
     gin.clear_config()
-  assert exp.mixture_or_task_name == "arith_dsbs_byte"
+  assert exp.mixture_or_task_name == "arith_dsbs_pct25_byte"
   exs = [e for s in ("train", "validation", "test") for e in load_examples("arith", s)]
   longest_input = max(len(e.input.encode()) for e in exs) + len("explain: ") + 1  # + EOS
   longest_target = max(len((e.rationale or e.label).encode()) for e in exs) + 1

@@ -632,6 +632,32 @@ def test_shipped_sweeps_dry_run(capsys, monkeypatch):
   assert len(paper.cells) - len(parity) == 4 * 4 * 3
 
 
+def test_the_main_job_and_its_sweep_train_what_the_paper_sweep_cells_do():
+  """`python -m dsbs.train` (default.gin alone) is arith_paper's 25% dsbs seed-0 cell, and each
+  main_job.py cell is the arith_paper cell of its method and seed: the README's main-job figures
+  are those cells'."""
+  from dsbs import experiment  # pylint: disable=g-import-not-at-top
+  import gin  # pylint: disable=g-import-not-at-top
+
+  def resolved(bindings):
+    try:
+      exp = experiment.load([str(REPO / "gin_configs" / "default.gin")], bindings).experiment
+    finally:
+      gin.clear_config()
+    return dataclasses.asdict(exp)
+
+  paper = definition.load(str(REPO / "launch" / "sweeps" / "arith_paper.py"))
+  main = definition.load(str(REPO / "launch" / "sweeps" / "main_job.py"))
+  assert main.gin_files(main.cells[0]) == paper.gin_files(paper.cells[0])
+  by_key = {(c.overrides["method"], c.overrides["seed"]): c for c in paper.cells
+            if c.overrides["fraction"] == 25}
+  assert resolved([]) == resolved(list(by_key[("dsbs", 0)].bindings))
+  assert len(main.cells) == 6
+  for cell in main.cells:
+    twin = by_key[(cell.overrides["method"], cell.overrides["seed"])]
+    assert resolved(list(cell.bindings)) == resolved(list(twin.bindings)), cell.name
+
+
 # ---- end to end with the real trainer ------------------------------------------------------
 
 @pytest.mark.timeout(900)

@@ -183,6 +183,44 @@ def test_report_of_a_sweep_dir(sweep_dir, capsys):
   assert png.stat().st_size > 10_000 and _nonwhite_fraction(png) > 0.02
   assert _has_colour(png, (0.122, 0.467, 0.706))  # C0, the first method's line
   assert f"![accuracy vs % of train data]({plot})" in md
+  # Paired by seed against finetune: dsbs - finetune per seed both have, t over the differences.
+  paired = {(p["axes"]["method"], p["axes"]["fraction"]): p for p in summary["paired"]}
+  assert paired[("dsbs", 25.0)]["seeds"] == [0, 1] and paired[("dsbs", 25.0)]["diffs"] == [8, 2]
+  assert paired[("dsbs", 25.0)]["mean"] == 5.0  # seed 2 (corrupt) has no pair
+  assert paired[("dsbs", 25.0)]["high"] - 5 == pytest.approx(12.706204736 * math.sqrt(18)
+                                                             / math.sqrt(2), abs=1e-6)
+  assert paired[("dsbs", 100.0)]["diffs"] == [10, 9, 8]
+  d100 = 4.302652729749464 / math.sqrt(3)  # sd of the differences is 1
+  assert paired[("dsbs", 100.0)]["low"] == pytest.approx(9 - d100)
+  assert paired[("dsbs_llm", 100.0)]["diffs"] == [10.0] and paired[("dsbs_llm", 100.0)]["low"] is None
+  assert paired[("cot", 100.0)]["mean"] == -30.0 and ("finetune", 25.0) not in paired
+  assert "Difference from finetune (points), paired by seed" in md
+  assert f"| dsbs | +5.0 ± 38.1 (n=2) | +9.0 ± {d100:.1f} (n=3) |" in md
+  assert "| dsbs_llm | — | +10.0 (n=1) |" in md
+
+
+def test_paired_differences_match_the_axes_finetune_has():
+  """Axes finetune cells never carry (the label rate, a method's own gin axis) do not prevent a
+  pair; an axis both carry with different values does."""
+  def cell(seed, value, **axes):
+    return report.Cell(name=f"c{seed}{sorted(axes.items())}", overrides={"seed": seed, **axes},
+                       status="done", run_dir=None, value=value)
+  cells = [cell(s, 50.0 + s, method="finetune", fraction=100.0) for s in (0, 1, 2)]
+  cells += [cell(s, 40.0 + 2 * s, method="dsbs", fraction=100.0) for s in (0, 1, 2)]
+  cells += [cell(s, 55.0 + s, method="dsbs", fraction=100.0, **{"gin.TRAIN_STEPS": 6000})
+            for s in (0, 1, 2)]
+  cells += [cell(0, 45.0, method="dsbs", fraction=100.0, label_rate=0.2)]
+  cells += [cell(0, 99.0, method="dsbs", fraction=50.0)]  # no finetune at 50%
+  cells += [cell(3, 99.0, method="dsbs", fraction=100.0, label_rate=0.2)]  # no finetune seed 3
+  got = {tuple(sorted((k, v) for k, v in p.axes.items() if k != "method")): p
+         for p in report.paired_differences(cells)}
+  plain = got[(("fraction", 100.0),)]
+  assert plain.diffs == [-10.0, -9.0, -8.0] and plain.mean == -9.0 and plain.n == 3
+  longer = got[(("fraction", 100.0), ("gin.TRAIN_STEPS", 6000))]
+  assert longer.diffs == [5.0, 5.0, 5.0] and longer.low == longer.high == 5.0
+  rate = got[(("fraction", 100.0), ("label_rate", 0.2))]
+  assert rate.diffs == [-5.0] and rate.seeds == [0] and rate.text() == "-5.0 (n=1)"
+  assert len(got) == 3
 
 
 def test_report_of_run_dirs_without_state_and_all_plots(tmp_path):

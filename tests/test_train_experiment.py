@@ -87,15 +87,21 @@ def test_mixture_function_is_the_task_in_the_builtin_runner():
 
 
 def test_mixture_or_task_name_cannot_contradict_the_experiment():
-  with pytest.raises(experiment.ExperimentError, match=r"trains 'arith_dsbs_byte'.*METHOD"):
-    experiment.load(["gin_configs/default.gin"], ["MIXTURE_OR_TASK_NAME = 'arith_finetune_byte'"])
+  with pytest.raises(experiment.ExperimentError, match=r"trains 'arith_dsbs_pct25_byte'.*METHOD"):
+    experiment.load(["gin_configs/default.gin"],
+                    ["MIXTURE_OR_TASK_NAME = 'arith_finetune_pct25_byte'"])
+  with pytest.raises(experiment.ExperimentError, match=r"trains 'arith_dsbs_pct25_byte'"):
+    experiment.load(["gin_configs/default.gin"], ["MIXTURE_OR_TASK_NAME = 'arith_dsbs_byte'"])
   # Agreeing with it is fine (the same name, however written).
-  experiment.load(["gin_configs/default.gin"], ["MIXTURE_OR_TASK_NAME = 'arith_dsbs_byte'"])
+  experiment.load(["gin_configs/default.gin"], ["MIXTURE_OR_TASK_NAME = 'arith_dsbs_pct25_byte'"])
+  experiment.load(["gin_configs/default.gin"],
+                  ["FRACTION = 100", "MIXTURE_OR_TASK_NAME = 'arith_dsbs_byte'"])
 
 
 def test_dataset_names_with_underscores(tmp_path):
   args, bindings = train.parse_flags(["--dataset=tiny_add", "--gin_file=gin_configs/default.gin"])
-  loaded = experiment.load(args.gin_file, bindings + ["MIXTURE_OR_TASK_MODULE = 'train_fixtures'"])
+  loaded = experiment.load(args.gin_file, bindings + ["MIXTURE_OR_TASK_MODULE = 'train_fixtures'",
+                                                      "FRACTION = 100"])
   assert loaded.experiment.dataset == "tiny_add"
   assert loaded.experiment.mixture_or_task_name == support.MIXTURE
 

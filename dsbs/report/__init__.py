@@ -13,7 +13,8 @@ interval); the output says which. Writes, into --output (default `<input>/report
 for gs:// inputs):
 
   report.md     pivot tables (methods x % of train data, per dataset, student and other axes),
-                every group, and the cells that are missing (in the definition, never run),
+                each method's difference from standard finetuning paired by seed (mean and t
+                interval over the seeds' differences), every group, and the cells that are missing (in the definition, never run),
                 failed, interrupted, running, or whose metrics could not be read (listed, counted,
                 never a crash)
   groups.csv, cells.csv, report.json
@@ -42,13 +43,14 @@ from typing import Any, Iterable, Mapping, Sequence
 from dsbs import fileio
 from dsbs.report.cells import (EXPERIMENT, RUN_RECORD, SWEEP_STATE, TEST_METRICS,
                                TEST_PREDICTIONS, TRAIN_METRICS, Cell, load, read_curve)
-from dsbs.report.groups import Group, axis_key, fmt, group_cells, pivot, size_rank, slug, title
+from dsbs.report.groups import (BASELINE, Group, Paired, axis_key, fmt, group_cells,
+                                paired_differences, pivot, size_rank, slug, title)
 from dsbs.report.plots import plot_curves, plot_panels
 from dsbs.report.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, LEVEL, bootstrap_interval,
                                t_cdf, t_interval, t_quantile)
 
 __all__ = ["EXPERIMENT", "RUN_RECORD", "SWEEP_STATE", "TEST_METRICS", "TEST_PREDICTIONS", "Cell",
-           "Group", "load", "group_cells", "pivot", "size_rank", "read_curve",
+           "Group", "Paired", "load", "group_cells", "paired_differences", "pivot", "size_rank", "read_curve",
            "bootstrap_interval", "t_cdf", "t_interval", "t_quantile", "build", "main"]
 
 
@@ -79,6 +81,8 @@ def build(cells: Sequence[Cell], source: Mapping[str, Any], path: str, out_dir: 
           metric: str = "accuracy") -> dict[str, Any]:
   """Writes report.md, groups.csv, cells.csv, report.json and plots/; returns the summary."""
   groups = group_cells(cells)
+  paired = paired_differences(cells)
+  paired_tables = {slug(rest): (header, rows) for rest, header, rows in pivot(paired)}
   plot_dir = os.path.join(out_dir, "plots")
   plots = {axis: plot_panels(groups, axis, plot_dir, metric)
            for axis in ("fraction", "student", "label_rate", "alpha")}
@@ -113,6 +117,12 @@ def build(cells: Sequence[Cell], source: Mapping[str, Any], path: str, out_dir: 
         + ".", ""]
   for rest, header, rows in pivot(groups):
     md += [f"## {title(rest)}", ""] + _md_table(header, rows) + [""]
+    if slug(rest) in paired_tables:
+      p_header, p_rows = paired_tables[slug(rest)]
+      md += [f"Difference from {BASELINE} (points), paired by seed: the mean over the seeds of "
+             f"(method - the {BASELINE} cell of that seed equal on every axis {BASELINE} cells "
+             f"have), ± the {LEVEL:.0%} Student t half-width over those differences."]
+      md += [""] + _md_table(p_header, p_rows) + [""]
     for p in plots["fraction"]:
       if p.endswith(f"-{slug(rest)}.png"):
         md += [f"![{metric} vs % of train data]({os.path.relpath(p, out_dir)})", ""]
@@ -173,6 +183,7 @@ def build(cells: Sequence[Cell], source: Mapping[str, Any], path: str, out_dir: 
       "generated": when, "machine": machine(), "source": path, "metric": metric,
       "level": LEVEL, "sweep": source.get("name"),
       "groups": [{**dataclasses.asdict(g), "n": g.n} for g in groups],
+      "paired": [{**dataclasses.asdict(p), "n": p.n} for p in paired],
       "cells": [{"cell": c.name, "status": c.status, "overrides": c.overrides, metric: c.value,
                  "step": c.step, "problem": c.problem, "reason": c.reason,
                  "run_dir": _shown(c.run_dir, path)} for c in cells],

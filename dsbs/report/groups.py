@@ -1,5 +1,6 @@
-"""Cells grouped by every axis but the seed, with their mean and 95% interval; the orders of axes
-and values used by every table and figure; the paper-style pivot (methods x % of train data)."""
+"""Cells grouped by every axis but the seed, with their mean and 95% interval; each method's
+difference from the baseline method paired by seed; the orders of axes and values used by every
+table and figure; the paper-style pivot (methods x % of train data)."""
 from __future__ import annotations
 
 import dataclasses
@@ -97,8 +98,73 @@ def group_cells(cells: Iterable[Cell], level: float = LEVEL) -> list[Group]:
   return groups
 
 
-def split_panels(groups: Sequence[Group], along: Sequence[str]) -> list[tuple[dict[str, Any],
-                                                                        list[Group]]]:
+BASELINE = "finetune"
+
+
+@dataclasses.dataclass
+class Paired:
+  """A method minus the baseline, seed by seed, all other axes equal."""
+  axes: dict[str, Any]  # the compared method's group (method included, seed not)
+  baseline: str
+  seeds: list[Any]
+  diffs: list[float]
+  mean: float
+  low: float | None
+  high: float | None
+
+  @property
+  def n(self) -> int:
+    return len(self.diffs)
+
+  def text(self, digits: int = 1) -> str:
+    if self.low is None:
+      return f"{self.mean:+.{digits}f} (n={self.n})"
+    return f"{self.mean:+.{digits}f} ± {(self.high - self.low) / 2:.{digits}f} (n={self.n})"
+
+
+def paired_differences(cells: Iterable[Cell], baseline: str = BASELINE,
+                       level: float = LEVEL) -> list[Paired]:
+  """Each method's test metric minus the baseline's: every cell is paired with the baseline cell
+  of its seed that agrees with it on every axis baseline cells have (an axis no baseline cell
+  has, like the label rate, a, or a `gin.` axis of the other method alone, is the compared
+  method's own setting). Per group: the mean difference and, with two or more seeds, a Student
+  t interval over the seeds' differences. Pairing by seed takes out what a seed does to both
+  (its draw of the data fraction and of the initial weights), so a consistent gain shows even
+  where the two groups' own intervals overlap."""
+  cells = [c for c in cells if c.value is not None]
+  base: dict[tuple, float] = {}
+  base_axes: set[str] = set()
+  for c in cells:
+    if c.overrides.get("method") == baseline:
+      base[_freeze({k: v for k, v in c.overrides.items() if k != "method"})] = c.value
+      base_axes |= set(c.overrides)
+  buckets: dict[tuple, tuple[dict[str, Any], list[tuple[Any, float]]]] = {}
+  for c in cells:
+    if c.overrides.get("method") in (baseline, None):
+      continue
+    ref = base.get(_freeze({k: v for k, v in c.overrides.items()
+                            if k != "method" and k in base_axes}))
+    if ref is None:
+      continue
+    axes = {k: v for k, v in c.overrides.items() if k != "seed"}
+    buckets.setdefault(_freeze(axes), (axes, []))[1].append(
+        (c.overrides.get("seed"), c.value - ref))
+  out = []
+  for axes, pairs in buckets.values():
+    pairs.sort(key=lambda sd: value_key(sd[0] if sd[0] is not None else 0))
+    diffs = [d for _, d in pairs]
+    if len(diffs) >= 2:
+      mean, low, high = t_interval(diffs, level)
+    else:
+      mean, low, high = diffs[0], None, None
+    out.append(Paired(axes, baseline, [s for s, _ in pairs], diffs, mean, low, high))
+  out.sort(key=lambda p: [(axis_key(k), value_key(v)) for k, v in
+                          sorted(p.axes.items(), key=lambda kv: axis_key(kv[0]))])
+  return out
+
+
+def split_panels(groups: Sequence[Any], along: Sequence[str]) -> list[tuple[dict[str, Any],
+                                                                      list[Any]]]:
   """Groups partitioned by every axis except `along` (one panel per partition), in order."""
   panels: dict[tuple, tuple[dict[str, Any], list[Group]]] = {}
   for g in groups:
@@ -127,8 +193,10 @@ def fmt(v: Any) -> str:
   return str(v)
 
 
-def pivot(groups: Sequence[Group]) -> list[tuple[dict[str, Any], list[str], list[list[str]]]]:
-  """Per panel (all axes but method, fraction, seed): header and rows of methods x fraction."""
+def pivot(groups: Sequence[Group | Paired]
+          ) -> list[tuple[dict[str, Any], list[str], list[list[str]]]]:
+  """Per panel (all axes but method, fraction, seed): header and rows of methods x fraction,
+  of groups or of paired differences."""
   out = []
   for rest, members in split_panels(groups, ("method", "fraction")):
     fractions = sorted({g.axes.get("fraction") for g in members}, key=value_key)
