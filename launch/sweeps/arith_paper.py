@@ -7,11 +7,11 @@ validation checkpoint selection), each cell tested on the test split.
       --max_parallel=2
   python -m dsbs.report sweeps/arith-paper
 
-Cost, measured 2026-12-02 on 2 CPU cores with --max_parallel=2 (1.5x the throughput of one at
-a time): about 10 minutes a cell, two at a time, so about 4 hours for the 48. The sweep resumes
-where it stopped (the same command). The fractions run one after another, each with every
-method and seed: 50% first, then 25, 100 and
-12.5%; `--only='-pct50-'` runs one fraction alone.
+Cost, measured 2026-12-02/03 on 2 CPU cores with --max_parallel=2 (1.5x the throughput of one
+at a time): 8 to 10 minutes a cell of 3000 steps, two at a time (about 20 for the label-example
+parity cells), so about 4.5 hours for the 51. The sweep resumes where it stopped (the same
+command). The fractions run one after another, each with every method and seed: 50% first,
+then 25, 100, the parity cells and 12.5%; `--only='-pct50-'` runs one fraction alone.
 
 TRAIN_STEPS is the one number to set from convergence measurements: the validation curves in
 each run dir's metrics.jsonl (kind "eval") must have flattened by then for every method and
