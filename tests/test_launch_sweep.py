@@ -595,7 +595,7 @@ def test_shipped_sweeps_dry_run(capsys, monkeypatch):
   clean_only = tpu.code_state  # the checkout may have uncommitted changes while tests run
   monkeypatch.setattr(tpu, "code_state",
                       lambda job: clean_only(dataclasses.replace(job, allow_dirty=True)))
-  expected = {"tiny_local.py": (8, 8), "arith_paper.py": (51, 51), "main_job.py": (6, 6),
+  expected = {"tiny_local.py": (8, 8), "arith_paper.py": (54, 54), "main_job.py": (6, 6),
               "anli_v5e_spot.py": (9, 18),
               "anli_rate_x_pct.py": (96, 192), "paper_methods.py": (120, 240)}
   for path in sorted((REPO / "launch" / "sweeps").glob("*.py")):
@@ -621,14 +621,14 @@ def test_shipped_sweeps_dry_run(capsys, monkeypatch):
   budget, parity_steps = module["TRAIN_STEPS"], module["PARITY_STEPS"]
   assert all({"DATASET='arith'", "VOCAB='byte'", "STUDENT='default_student'"} <= set(c.bindings)
              for c in paper.cells)
-  # Every method at one step budget; dsbs again on 100% at twice it (as many label examples).
+  # Every method at one step budget; finetune and dsbs again on 100% at twice it.
   steps = [[b for b in c.bindings if b.startswith("TRAIN_STEPS=")] for c in paper.cells]
   assert all(len(s) == 1 for s in steps)
   parity = [c for c, s in zip(paper.cells, steps) if s != [f"TRAIN_STEPS={budget}"]]
   assert parity_steps == 2 * budget and all(s in ([f"TRAIN_STEPS={budget}"],
                                                   [f"TRAIN_STEPS={parity_steps}"]) for s in steps)
   assert sorted((c.overrides["method"], c.overrides["fraction"], c.overrides["seed"])
-                for c in parity) == [("dsbs", 100, s) for s in (0, 1, 2)]
+                for c in parity) == [(m, 100, s) for m in ("dsbs", "finetune") for s in (0, 1, 2)]
   assert len(paper.cells) - len(parity) == 4 * 4 * 3
 
 
@@ -727,10 +727,10 @@ def test_only_selects_cells_in_a_dry_run_and_a_bad_pattern_is_one_line(capsys):
   assert sweep_lib.main(["run", path, "--dry_run", "--only=-(finetune|dsbs)-pct50-"]) == 0
   out = capsys.readouterr().out
   names = re.findall(r"^# (\S+)  \(", out, re.M)
-  assert "51 cells, 6 selected by --only" in out
+  assert "54 cells, 6 selected by --only" in out
   assert sorted(names) == sorted(f"arith-{m}-pct50-byte-default_student-s{s}"
                                  for m in ("finetune", "dsbs") for s in (0, 1, 2))
   assert sweep_lib.main(["run", path, "--dry_run", "--only=pct("]) == 2
   assert "--only=pct(: not a regular expression" in capsys.readouterr().err
   assert sweep_lib.main(["run", path, "--only=-pct33-"]) == 2
-  assert "matches none of the 51 cells of arith-paper" in capsys.readouterr().err
+  assert "matches none of the 54 cells of arith-paper" in capsys.readouterr().err
