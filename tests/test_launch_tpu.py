@@ -559,16 +559,18 @@ import sys
 from launch import tpu
 job = tpu.TpuJob(name="dsbs-t", zone="z", accelerator="v4-32", model_dir="gs://b/run",
                  gin_files=("gin_configs/exp.gin",), owner="alice", repo=sys.argv[1],
-                 poll_s=0.1, log_sync_s=0.2, run_timeout_s=60)
+                 poll_s=0.1, log_sync_s=0.2, run_timeout_s=900)
 sys.exit(tpu.babysit(job, tpu.Gcloud()))
 """
+# The trainers outlive any wait of the test and the run's timeout outlives them: only the Ctrl-C
+# ends the run, however slowly a loaded machine starts the fake workers.
 
 
 @pytest.mark.parametrize("exists", [False, True])
 def test_ctrl_c_tears_down_only_what_babysit_created(repo, fake, exists):
   job = _job(repo)
   fake.state({"tpu-vm": {"dsbs-t": _ours(job)}, "workers": 2} if exists else {"workers": 2})
-  fake.trainer({0: {"sleep": 60}, 1: {"sleep": 60}})
+  fake.trainer({0: {"sleep": 600}, 1: {"sleep": 600}})
   proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(repo)], cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   deadline = time.monotonic() + 60
