@@ -27,6 +27,17 @@ def _save(plt, fig, out_dir: str, name: str, rect=(0.0, 0.0, 1.0, 1.0)) -> str:
   return path
 
 
+def _wrap(text: str, width: int) -> str:
+  """A figure title in lines of at most `width` characters, broken between its ' · ' parts."""
+  lines: list[str] = []
+  for part in text.split(" · "):
+    if lines and len(lines[-1]) + 3 + len(part) <= width:
+      lines[-1] += " · " + part
+    else:
+      lines.append(part)
+  return "\n".join(lines)
+
+
 def method_colour(method: Any) -> str:
   """One colour per method in every figure (matplotlib's default cycle, by METHOD_ORDER)."""
   i = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER) + sum(
@@ -82,7 +93,7 @@ def plot_panels(groups: Sequence[Group], x_axis: str, out_dir: str, metric: str)
     if metric == "accuracy":  # a percentage: bars reaching past 0 or 100 are cut at the frame
       low, high = ax.get_ylim()
       ax.set_ylim(max(low, 0.0), min(high, 100.0))
-    ax.set_title(title(rest), fontsize=10)
+    ax.set_title(_wrap(title(rest), 60), fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(title="method", fontsize=9)
     written.append(_save(plt, fig, out_dir, f"{metric}_vs_{x_axis}-{slug(rest)}.png"))
@@ -132,7 +143,8 @@ def plot_curves(curves: Sequence[tuple[dict[str, Any], list[tuple[int, float]]]]
     ordered = [legend[m] for m in sorted(legend, key=value_key)]
     fig.legend([h for h, _ in ordered], [lab for _, lab in ordered], loc="center right",
                fontsize=8, title="mean; band:\nseeds' range", title_fontsize=8)
-    fig.suptitle(title(rest), fontsize=10)
+    width_in = 3.2 * len(fractions) + 2.0
+    fig.suptitle(_wrap(title(rest), int(11 * width_in)), fontsize=10)
     written.append(_save(plt, fig, out_dir, f"validation_{metric}_curves-{key}.png",
                          rect=(0.0, 0.0, 1.0 - 1.5 / (3.2 * len(fractions) + 2.0), 1.0)))
   return written
