@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 from dsbs import report as report_lib
 from dsbs import fileio
+from launch import state as state_lib
 
 
 @functools.lru_cache(maxsize=4)
@@ -131,10 +132,7 @@ def export(sweep_dir: str, dest: str) -> dict[str, int]:
   os.makedirs(os.path.join(dest, "runs"), exist_ok=True)
   root = sweep_dir.rstrip("/") if fileio.is_remote(sweep_dir) else os.path.abspath(sweep_dir)
   counts = {"cells": 0, "exported": 0, "files": 0, "bytes": 0}
-  for cell in state.get("cells", {}).values():  # an export's run dirs are within its sweep dir
-    rd = cell.get("run_dir")
-    if rd and not fileio.is_remote(rd) and not os.path.isabs(rd):
-      cell["run_dir"] = os.path.join(sweep_dir, rd)
+  state_lib.resolve_run_dirs(state, sweep_dir)  # the sweep dir may itself be an export
   checkouts = set()  # the checkouts that ran cells: as recorded, or the definition's
   defn_path = (state.get("definition") or {}).get("path")
   if defn_path and not fileio.is_remote(defn_path):

@@ -148,6 +148,15 @@ class SweepState:
       raise
 
 
+def resolve_run_dirs(data: Mapping[str, Any], sweep_dir: str) -> None:
+  """Makes the run dirs an export wrote relative to its sweep dir (`runs/<cell>`) paths again,
+  under `sweep_dir`, wherever the export now lies."""
+  for cell in data.get("cells", {}).values():
+    rd = cell.get("run_dir")
+    if rd and "://" not in rd and not os.path.isabs(rd):
+      cell["run_dir"] = os.path.join(sweep_dir, rd)
+
+
 def new_cell(order: int, overrides: Mapping[str, Any], bindings: Sequence[str],
              run_dir: str, identity_key: str) -> dict[str, Any]:
   return {"order": order, "overrides": dict(overrides), "bindings": list(bindings),

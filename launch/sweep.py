@@ -154,10 +154,7 @@ class Runner:
                    for c in data["cells"].values()):
           del runners[token]  # forget dead runners that own nothing
       runners[self.me["token"]] = self.me
-      for cell in data.get("cells", {}).values():  # an export names run dirs within the sweep dir
-        rd = cell.get("run_dir")
-        if rd and not fileio.is_remote(rd) and not os.path.isabs(rd):
-          cell["run_dir"] = os.path.join(self.sweep_dir, rd)
+      state_lib.resolve_run_dirs(data, self.sweep_dir)
       state_lib.sync_cells(data, specs, allow_changes=self.update)
       data["definition"] = {"path": os.path.abspath(self.sweep.path), "config": self.sweep.config,
                             "collapsed": self.sweep.collapsed, "run_root": self.run_root,

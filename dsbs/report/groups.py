@@ -31,6 +31,12 @@ def value_key(v: Any) -> tuple[int, Any]:
   return (3, str(v))
 
 
+def axes_key(axes: Mapping[str, Any]) -> list[tuple]:
+  """The order of groups in every table: by axis (AXIS_ORDER), then by value."""
+  return [(axis_key(k), value_key(v)) for k, v in sorted(axes.items(),
+                                                         key=lambda kv: axis_key(kv[0]))]
+
+
 def size_rank(student: str) -> int:
   """Orders student names by the size word they carry (tiny < small < base < ... < xxl)."""
   for i, word in sorted(enumerate(_SIZE_WORDS), key=lambda iw: -len(iw[1])):
@@ -93,8 +99,7 @@ def group_cells(cells: Iterable[Cell], level: float = LEVEL) -> list[Group]:
       members[0].problem = (f"{TEST_PREDICTIONS} scores {point:.2f}, the metrics file "
                             f"{values[0]:.2f}: no bootstrap from predictions of another run")
     groups.append(Group(axes, seeds, values, values[0], None, None, "none"))
-  groups.sort(key=lambda g: [(axis_key(k), value_key(v)) for k, v in
-                             sorted(g.axes.items(), key=lambda kv: axis_key(kv[0]))])
+  groups.sort(key=lambda g: axes_key(g.axes))
   return groups
 
 
@@ -158,15 +163,14 @@ def paired_differences(cells: Iterable[Cell], baseline: str = BASELINE,
     else:
       mean, low, high = diffs[0], None, None
     out.append(Paired(axes, baseline, [s for s, _ in pairs], diffs, mean, low, high))
-  out.sort(key=lambda p: [(axis_key(k), value_key(v)) for k, v in
-                          sorted(p.axes.items(), key=lambda kv: axis_key(kv[0]))])
+  out.sort(key=lambda p: axes_key(p.axes))
   return out
 
 
 def split_panels(groups: Sequence[Any], along: Sequence[str]) -> list[tuple[dict[str, Any],
                                                                       list[Any]]]:
   """Groups partitioned by every axis except `along` (one panel per partition), in order."""
-  panels: dict[tuple, tuple[dict[str, Any], list[Group]]] = {}
+  panels: dict[tuple, tuple[dict[str, Any], list[Any]]] = {}
   for g in groups:
     rest = {k: v for k, v in g.axes.items() if k not in along}
     panels.setdefault(_freeze(rest), (rest, []))[1].append(g)
